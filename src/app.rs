@@ -1,0 +1,225 @@
+//! Application state, first-start bootstrap (keys, first admin) and the server loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use crate::authn::{self, AuthError, AuthSettings, Authenticator, Username};
+use crate::config::Config;
+use crate::policy::{self, Policy, PolicyError};
+use crate::store::{Store, StoreError};
+use crate::token::{keys, Algorithm, KeyError, KeySet, Signer};
+
+/// Why berth could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Keys missing, unreadable or invalid.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// Database problem.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Policy files invalid.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// Authenticator setup failed.
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
+}
+
+/// Shared state of the running server.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Token signer.
+    pub signer: Arc<Signer>,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    policy: Arc<RwLock<Arc<Policy>>>,
+}
+
+impl AppState {
+    /// The policy in force; a request keeps the one it started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// What bootstrap did, for the operator.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// Name of a key generated on this start.
+    pub generated_key: Option<String>,
+    /// Password of the first admin, when berth chose it (print once).
+    pub admin_password: Option<SecretString>,
+    /// The first admin was created on this start.
+    pub admin_created: bool,
+    /// Policy warnings.
+    pub policy_warnings: Vec<String>,
+}
+
+/// Ensures a signing key exists, generating an ES256 key on first start, and
+/// rewrites the certificate bundle. Returns the keys and the generated name.
+pub fn ensure_keys(config: &Config, now: OffsetDateTime) -> Result<(KeySet, Option<String>), KeyError> {
+    let dir = &config.keys_dir;
+    let has_key = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.path().extension().and_then(|x| x.to_str()) == Some("key"))
+        })
+        .unwrap_or(false);
+    let generated = if has_key {
+        None
+    } else {
+        Some(keys::generate(dir, Algorithm::Es256, now)?)
+    };
+    let set = KeySet::load(dir)?;
+    set.active(now)?;
+    set.write_bundle(now)?;
+    Ok((set, generated))
+}
+
+/// Opens the database, creating the first admin if there are no users.
+pub async fn open_store(
+    config: &Config,
+    admin_password: Option<SecretString>,
+    boot: &mut Bootstrap,
+) -> Result<Store, StartError> {
+    let store = Store::open(&config.database).await?;
+    if store.user_count().await? == 0 {
+        let chosen = admin_password.is_none();
+        let password = match admin_password {
+            Some(p) => p,
+            None => random_password()?,
+        };
+        let pw = password.clone();
+        let hash = tokio::task::spawn_blocking(move || authn::password::hash(&pw))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .map_err(AuthError::Internal)?;
+        let admin: Username = "admin".parse().map_err(AuthError::Internal)?;
+        store
+            .create_user(&admin, &hash, &["admins".to_owned()], OffsetDateTime::now_utc().unix_timestamp())
+            .await?;
+        boot.admin_created = true;
+        if chosen {
+            boot.admin_password = Some(password);
+        }
+    }
+    Ok(store)
+}
+
+/// A random 24-character password.
+pub fn random_password() -> Result<SecretString, AuthError> {
+    let mut raw = [0u8; 18];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| AuthError::Internal("no randomness".into()))?;
+    Ok(SecretString::from(data_encoding::BASE64URL_NOPAD.encode(&raw)))
+}
+
+/// Loads everything and builds the state.
+pub async fn build(config: Config, admin_password: Option<SecretString>) -> Result<(AppState, Bootstrap), StartError> {
+    let mut boot = Bootstrap::default();
+    let now = OffsetDateTime::now_utc();
+    let (keys, generated) = ensure_keys(&config, now)?;
+    boot.generated_key = generated;
+    let loaded = policy::load_dir(&config.policies_dir)?;
+    boot.policy_warnings = loaded.warnings;
+    let store = open_store(&config, admin_password, &mut boot).await?;
+    let auth = Authenticator::new(
+        store,
+        AuthSettings {
+            cache_ttl: config.credential_cache_ttl,
+            cache_size: config.credential_cache_size,
+            hash_concurrency: config.hash_concurrency,
+            refresh_idle: config.refresh_idle,
+            refresh_absolute: config.refresh_absolute,
+        },
+    )?;
+    let signer = Signer::new(keys, &config);
+    let state = AppState {
+        config: Arc::new(config),
+        signer: Arc::new(signer),
+        auth: Arc::new(auth),
+        policy: Arc::new(RwLock::new(Arc::new(loaded.policy))),
+    };
+    Ok((state, boot))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let purge = tokio::spawn(purge_loop(state.clone()));
+    let router = crate::http::router(state);
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    result
+}
+
+async fn purge_loop(state: AppState) {
+    let idle = i64::try_from(state.config.refresh_idle.as_secs()).unwrap_or(i64::MAX / 2);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        match state.auth.store().purge_refresh(now, idle).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
+        }
+    }
+}
+
+/// The `auth: token:` block a distribution registry needs to trust berth.
+pub fn registry_config(config: &Config) -> String {
+    let bundle = std::path::absolute(config.keys_dir.join(keys::BUNDLE_FILE))
+        .unwrap_or_else(|_| config.keys_dir.join(keys::BUNDLE_FILE));
+    let service = &config.services[0].name;
+    format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {bundle}\n",
+        realm = config.realm(),
+        issuer = config.issuer,
+        bundle = bundle.display(),
+    )
+}
+
+/// The lines printed on start: the first admin's password (once) and how to
+/// point a registry at berth.
+pub fn startup_banner(config: &Config, boot: &Bootstrap) -> String {
+    let mut out = String::new();
+    if let Some(name) = &boot.generated_key {
+        out.push_str(&format!(
+            "Generated signing key {name} in {}.\n",
+            config.keys_dir.display()
+        ));
+    }
+    if boot.admin_created {
+        match &boot.admin_password {
+            Some(pw) => out.push_str(&format!(
+                "Created user admin (group admins) with password: {}\nThis password is shown once; change it with `berth user passwd admin`.\n",
+                pw.expose_secret()
+            )),
+            None => out.push_str("Created user admin (group admins) with the password from BERTH_ADMIN_PASSWORD.\n"),
+        }
+    }
+    out.push_str(&format!(
+        "\nberth is listening on {}. Add this to the registry's config.yml:\n\n{}\n",
+        config.listen,
+        registry_config(config)
+    ));
+    out
+}

@@ -1,0 +1,283 @@
+//! Authentication: turns credentials (Basic password, refresh token, or none) into
+//! an [`Identity`] for policy.
+//!
+//! This module owns password checks, the credential cache and refresh tokens. It
+//! does not decide access. Security invariants kept here:
+//! - an unknown user costs the same hash work as a wrong password (dummy hash);
+//! - hashing runs on the blocking pool behind a semaphore, so floods of wrong
+//!   passwords cannot starve the async executor;
+//! - the credential cache is keyed by a keyed hash, never the password, holds only
+//!   successes, and every hit is checked against the user's current epoch;
+//! - refresh tokens are stored only as SHA-256 hashes.
+
+pub mod password;
+pub mod refresh;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::hmac;
+use ring::rand::SystemRandom;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+pub use crate::policy::{Identity, Kind};
+use crate::store::{Store, StoreError, UserRecord};
+
+/// A valid local account name: 1-64 of `[a-z0-9._-]`, starting and ending with a
+/// letter or digit (so `${account}/**` is always a valid repository prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Username {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+        let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok_char) || !edge(s.chars().next()) || !edge(s.chars().last())
+        {
+            return Err(format!(
+                "invalid username {:?}: use 1-64 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+                s.chars().take(64).collect::<String>()
+            ));
+        }
+        Ok(Username(s.to_owned()))
+    }
+}
+
+/// Validates a group name: 1-128 printable characters without spaces or commas.
+pub fn parse_group(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',') {
+        return Err(format!("invalid group name {s:?}"));
+    }
+    Ok(s.to_owned())
+}
+
+/// Why authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password, or disabled account (never told apart).
+    #[error("invalid credentials")]
+    BadCredentials,
+    /// The refresh token is unknown, expired, revoked, or for another service.
+    #[error("invalid refresh token")]
+    BadRefreshToken,
+    /// A backend failed; the cause is logged where handled.
+    #[error("authentication backend unavailable")]
+    Unavailable(#[source] StoreError),
+    /// Internal failure (e.g. a hashing task died).
+    #[error("internal authentication error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Unavailable(e)
+    }
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Database id of the local user, if any (refresh tokens need it).
+    pub user_id: Option<i64>,
+    /// The identity for policy.
+    pub identity: Identity,
+}
+
+#[derive(Clone)]
+struct CachedCredential {
+    user_id: i64,
+    epoch: i64,
+    identity: Identity,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// How long successes are cached; zero disables the cache.
+    pub cache_ttl: Duration,
+    /// Most cached entries.
+    pub cache_size: u64,
+    /// Most concurrent hash computations.
+    pub hash_concurrency: usize,
+    /// Refresh token idle expiry.
+    pub refresh_idle: Duration,
+    /// Refresh token absolute expiry.
+    pub refresh_absolute: Duration,
+}
+
+/// Checks credentials against the local database.
+pub struct Authenticator {
+    store: Store,
+    cache: Option<moka::sync::Cache<[u8; 32], CachedCredential>>,
+    cache_key: hmac::Key,
+    dummy_hash: Arc<str>,
+    hash_permits: Arc<Semaphore>,
+    settings: AuthSettings,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn identity_of(user: &UserRecord, via: &'static str) -> Identity {
+    Identity {
+        subject: user.username.clone(),
+        kind: Kind::User,
+        groups: user.groups.clone(),
+        via,
+    }
+}
+
+impl Authenticator {
+    /// Creates an authenticator. Computes a dummy hash (tens of milliseconds).
+    pub fn new(store: Store, settings: AuthSettings) -> Result<Self, AuthError> {
+        let rng = SystemRandom::new();
+        let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .map_err(|_| AuthError::Internal("no randomness".into()))?;
+        let mut random = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut random).map_err(|_| AuthError::Internal("no randomness".into()))?;
+        let dummy = password::hash(&SecretString::from(data_encoding::HEXLOWER.encode(&random)))
+            .map_err(AuthError::Internal)?;
+        let cache = (!settings.cache_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.cache_size)
+                .time_to_live(settings.cache_ttl)
+                .build()
+        });
+        Ok(Authenticator {
+            store,
+            cache,
+            cache_key,
+            dummy_hash: dummy.into(),
+            hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
+            settings,
+            rng,
+        })
+    }
+
+    /// The store behind this authenticator.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn cache_key(&self, username: &str, password: &SecretString) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.cache_key);
+        // Length-prefix the username so ("ab","c") and ("a","bc") differ.
+        ctx.update(&(username.len() as u64).to_be_bytes());
+        ctx.update(username.as_bytes());
+        ctx.update(password.expose_secret().as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Runs `f` on the blocking pool, at most `hash_concurrency` at a time.
+    async fn hashing<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Internal("hash semaphore closed".into()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))
+    }
+
+    /// Checks a username and password.
+    pub async fn password(&self, username: &str, password: SecretString) -> Result<Authenticated, AuthError> {
+        let key = self.cache_key(username, &password);
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(&key) {
+                // A hit is only good while the user is unchanged: any password, group
+                // or status change bumps the epoch, from this process or another.
+                match self.store.user_state(hit.user_id).await? {
+                    Some((epoch, false)) if epoch == hit.epoch => {
+                        return Ok(Authenticated {
+                            user_id: Some(hit.user_id),
+                            identity: hit.identity,
+                        })
+                    }
+                    _ => cache.invalidate(&key),
+                }
+            }
+        }
+        let user = match Username::from_str(username) {
+            Ok(name) => self.store.find_user(&name).await?,
+            Err(_) => None,
+        };
+        let stored: Arc<str> = match &user {
+            Some(u) => u.password_hash.as_str().into(),
+            None => self.dummy_hash.clone(),
+        };
+        let pw = password.clone();
+        let check_hash = stored.clone();
+        let ok = self.hashing(move || password::verify(&pw, &check_hash)).await?;
+        let user = match user {
+            Some(u) if ok && !u.disabled => u,
+            _ => return Err(AuthError::BadCredentials),
+        };
+        if password::kind_of(&user.password_hash) == password::HashKind::Bcrypt {
+            self.upgrade(&user, password).await;
+        }
+        let identity = identity_of(&user, "local");
+        if let Some(cache) = &self.cache {
+            cache.insert(
+                key,
+                CachedCredential {
+                    user_id: user.id,
+                    epoch: user.epoch,
+                    identity: identity.clone(),
+                },
+            );
+        }
+        Ok(Authenticated {
+            user_id: Some(user.id),
+            identity,
+        })
+    }
+
+    /// Re-hashes a bcrypt password with argon2id after a successful login.
+    async fn upgrade(&self, user: &UserRecord, password: SecretString) {
+        match self.hashing(move || password::hash(&password)).await {
+            Ok(Ok(new)) => {
+                if let Err(e) = self.store.upgrade_hash(user.id, &user.password_hash, &new).await {
+                    tracing::warn!(user = %user.username, error = %e, "could not upgrade bcrypt hash");
+                } else {
+                    tracing::info!(user = %user.username, "upgraded bcrypt password hash to argon2id");
+                }
+            }
+            Ok(Err(e)) | Err(AuthError::Internal(e)) => {
+                tracing::warn!(user = %user.username, error = %e, "could not upgrade bcrypt hash")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Number of entries in the credential cache (for tests and metrics).
+    pub fn cached_credentials(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! Refresh tokens: opaque, 256 random bits, stored only as SHA-256 hashes, bound to
+//! a user and a service, with idle and absolute expiry.
+
+use data_encoding::BASE64URL_NOPAD;
+use ring::digest::{digest, SHA256};
+use ring::rand::SecureRandom;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{identity_of, AuthError, Authenticated, Authenticator};
+
+/// Longest refresh token string accepted (ours are 43 characters).
+pub const MAX_REFRESH_TOKEN_LEN: usize = 256;
+
+/// A use more recent than this many seconds is not written back, so a burst of
+/// token requests does not turn into a burst of database writes.
+const TOUCH_GRANULARITY: i64 = 60;
+
+fn token_hash(token: &str) -> Vec<u8> {
+    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
+impl Authenticator {
+    /// Creates and stores a refresh token for `user_id` on `service`.
+    pub async fn issue_refresh(&self, user_id: i64, service: &str, now: i64) -> Result<SecretString, AuthError> {
+        let mut raw = [0u8; 32];
+        self.rng
+            .fill(&mut raw)
+            .map_err(|_| AuthError::Internal("no randomness".into()))?;
+        let token = BASE64URL_NOPAD.encode(&raw);
+        let expires = now + i64::try_from(self.settings.refresh_absolute.as_secs()).unwrap_or(i64::MAX / 2);
+        self.store
+            .insert_refresh(&token_hash(&token), user_id, service, now, expires)
+            .await?;
+        Ok(SecretString::from(token))
+    }
+
+    /// Authenticates with a refresh token for `service`.
+    pub async fn refresh(&self, token: &SecretString, service: &str, now: i64) -> Result<Authenticated, AuthError> {
+        let token = token.expose_secret();
+        if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {
+            return Err(AuthError::BadRefreshToken);
+        }
+        let hash = token_hash(token);
+        let Some(rec) = self.store.find_refresh(&hash).await? else {
+            return Err(AuthError::BadRefreshToken);
+        };
+        let idle = i64::try_from(self.settings.refresh_idle.as_secs()).unwrap_or(i64::MAX / 2);
+        let expired = now >= rec.expires_at || now - rec.last_used_at >= idle;
+        if expired {
+            self.store.delete_refresh(&hash).await?;
+            return Err(AuthError::BadRefreshToken);
+        }
+        // Bound to its service: a token for one registry is no key to another.
+        if rec.service != service || rec.user.disabled {
+            return Err(AuthError::BadRefreshToken);
+        }
+        if now - rec.last_used_at >= TOUCH_GRANULARITY {
+            self.store.touch_refresh(&hash, now).await?;
+        }
+        Ok(Authenticated {
+            user_id: Some(rec.user.id),
+            identity: identity_of(&rec.user, "refresh"),
+        })
+    }
+}

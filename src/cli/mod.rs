@@ -1,0 +1,71 @@
+//! The command line: one file per subcommand group.
+
+mod key;
+mod serve;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// berth: token authorization server for container registries.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Every setting has a default; `BERTH_*`
+    /// environment variables override the file.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the token server (creates keys and the first admin on first start).
+    Serve,
+    /// Print the `auth: token:` block for a distribution registry's config.yml.
+    RegistryConfig,
+    /// Manage local users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+}
+
+/// Parses the command line, runs it, and maps errors to a message and exit code 1.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve::run(config).await,
+        Command::RegistryConfig => {
+            print!("{}", crate::app::registry_config(&config));
+            Ok(())
+        }
+        Command::User(cmd) => user::run(config, cmd).await,
+        Command::Key(cmd) => key::run(config, cmd),
+    }
+}

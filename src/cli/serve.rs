@@ -1,0 +1,43 @@
+//! `berth serve`.
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use crate::app;
+use crate::config::Config;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let admin_password = std::env::var("BERTH_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(SecretString::from);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (state, boot) = app::build(config, admin_password).await?;
+    for w in &boot.policy_warnings {
+        tracing::warn!("policy: {w}");
+    }
+    print!("{}", app::startup_banner(&state.config, &boot));
+    drop(boot);
+    tracing::info!(listen = %state.config.listen, realm = %state.config.realm(), "berth serving");
+    app::serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

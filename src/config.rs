@@ -1,0 +1,445 @@
+//! Configuration: a TOML file (optional) plus `BERTH_*` environment overrides,
+//! turned into a validated [`Config`].
+//!
+//! This module owns defaults and validation. It does not open files other than the
+//! config itself; keys, policies and the database are loaded by their own modules.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Shortest token lifetime allowed: clients treat a missing `expires_in` as 60 s.
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// A configuration problem, naming the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File that failed.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A setting has an invalid value.
+    #[error("invalid setting `{key}`: {problem}")]
+    Invalid {
+        /// Name of the setting (TOML key or environment variable).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// How the signing key is named in the JWT header for one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyIdMode {
+    /// `kid` is the libtrust key ID (distribution 2.x).
+    #[default]
+    Libtrust,
+    /// `kid` is the RFC 7638 JWK thumbprint (distribution 3.x with a JWKS file).
+    Thumbprint,
+    /// The header carries the certificate chain in `x5c`.
+    X5c,
+}
+
+impl std::str::FromStr for KeyIdMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "libtrust" => Ok(Self::Libtrust),
+            "thumbprint" => Ok(Self::Thumbprint),
+            "x5c" => Ok(Self::X5c),
+            other => Err(format!(
+                "unknown key id mode {other:?} (expected libtrust, thumbprint or x5c)"
+            )),
+        }
+    }
+}
+
+/// One registry (token audience) that berth issues tokens for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The registry's `service` value; becomes the token's `aud`.
+    pub name: String,
+    /// How the key is named in the JWT header.
+    pub key_id: KeyIdMode,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Base URL under which clients reach berth (realm = this + `/token`).
+    pub public_url: String,
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Directory with signing keys and certificates.
+    pub keys_dir: PathBuf,
+    /// Directory with policy files.
+    pub policies_dir: PathBuf,
+    /// Token issuer (`iss`).
+    pub issuer: String,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Services (audiences); never empty.
+    pub services: Vec<ServiceConfig>,
+    /// Refresh tokens expire when unused for this long.
+    pub refresh_idle: Duration,
+    /// Refresh tokens expire this long after issue, used or not.
+    pub refresh_absolute: Duration,
+    /// How long a successful password check is remembered; zero disables the cache.
+    pub credential_cache_ttl: Duration,
+    /// Most entries in the credential cache.
+    pub credential_cache_size: u64,
+    /// Most scopes accepted in one token request.
+    pub max_scopes: usize,
+    /// Most password hashes computed at once.
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    database: Option<String>,
+    keys_dir: Option<PathBuf>,
+    policies_dir: Option<PathBuf>,
+    issuer: Option<String>,
+    token_ttl: Option<String>,
+    refresh_idle: Option<String>,
+    refresh_absolute: Option<String>,
+    credential_cache_ttl: Option<String>,
+    credential_cache_size: Option<u64>,
+    max_scopes: Option<usize>,
+    hash_concurrency: Option<usize>,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    #[serde(default)]
+    key_id: KeyIdMode,
+}
+
+/// Parses a duration such as `90s`, `5m`, `12h`, `30d` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 5m, 12h or 30d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown duration unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .filter(|secs| *secs <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Where settings come from besides the file: normally the process environment.
+pub trait Env {
+    /// The value of a variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Config {
+    /// Loads the file (if given) and applies environment overrides from the process.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &ProcessEnv)
+    }
+
+    /// Loads the file (if given) and applies overrides from `env`.
+    pub fn load_with(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse_raw(path, &text)?
+            }
+            None => RawConfig::default(),
+        };
+        Self::validate(raw, env)
+    }
+
+    /// Parses TOML text as if read from `path`.
+    pub fn from_toml(path: &Path, text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::validate(Self::parse_raw(path, text)?, env)
+    }
+
+    fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    fn validate(raw: RawConfig, env: &dyn Env) -> Result<Self, ConfigError> {
+        let pick = |var: &str, file: Option<String>| env.var(var).or(file);
+        let duration = |key: &str, var: &str, file: Option<String>, default: Duration| {
+            match pick(var, file) {
+                Some(v) => parse_duration(&v).map_err(|p| invalid(key, p)),
+                None => Ok(default),
+            }
+        };
+
+        let listen_s = pick("BERTH_LISTEN", raw.listen).unwrap_or_else(|| "127.0.0.1:5001".into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen_s:?} is not an address like 127.0.0.1:5001")))?;
+
+        let public_url = pick("BERTH_PUBLIC_URL", raw.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid("public_url", "must start with http:// or https://"));
+        }
+
+        let database = pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
+        let database = database.strip_prefix("sqlite://").unwrap_or(&database);
+        if database.is_empty() {
+            return Err(invalid("database", "must not be empty"));
+        }
+        if database.contains("://") {
+            return Err(invalid(
+                "database",
+                "only a SQLite file path (or sqlite://PATH) is supported",
+            ));
+        }
+
+        let keys_dir = env
+            .var("BERTH_KEYS_DIR")
+            .map(PathBuf::from)
+            .or(raw.keys_dir)
+            .unwrap_or_else(|| "keys".into());
+        let policies_dir = env
+            .var("BERTH_POLICIES_DIR")
+            .map(PathBuf::from)
+            .or(raw.policies_dir)
+            .unwrap_or_else(|| "policies".into());
+
+        let issuer = pick("BERTH_ISSUER", raw.issuer).unwrap_or_else(|| "berth".into());
+        if issuer.trim().is_empty() {
+            return Err(invalid("issuer", "must not be empty"));
+        }
+
+        let token_ttl = duration("token_ttl", "BERTH_TOKEN_TTL", raw.token_ttl, Duration::from_secs(300))?;
+        if token_ttl < MIN_TOKEN_TTL {
+            return Err(invalid("token_ttl", "must be at least 60s (clients assume 60s)"));
+        }
+        if token_ttl > Duration::from_secs(86_400) {
+            return Err(invalid("token_ttl", "must be at most 1d; use refresh tokens for long sessions"));
+        }
+        let refresh_idle = duration(
+            "refresh_idle",
+            "BERTH_REFRESH_IDLE",
+            raw.refresh_idle,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        let refresh_absolute = duration(
+            "refresh_absolute",
+            "BERTH_REFRESH_ABSOLUTE",
+            raw.refresh_absolute,
+            Duration::from_secs(30 * 86_400),
+        )?;
+        if refresh_idle.is_zero() || refresh_absolute < refresh_idle {
+            return Err(invalid(
+                "refresh_absolute",
+                "must be at least refresh_idle, and refresh_idle must not be zero",
+            ));
+        }
+        let credential_cache_ttl = duration(
+            "credential_cache_ttl",
+            "BERTH_CREDENTIAL_CACHE_TTL",
+            raw.credential_cache_ttl,
+            Duration::from_secs(300),
+        )?;
+        if credential_cache_ttl > Duration::from_secs(3600) {
+            return Err(invalid("credential_cache_ttl", "must be at most 1h"));
+        }
+        let credential_cache_size = raw.credential_cache_size.unwrap_or(10_000);
+        let max_scopes = raw.max_scopes.unwrap_or(32);
+        if !(1..=256).contains(&max_scopes) {
+            return Err(invalid("max_scopes", "must be between 1 and 256"));
+        }
+        let hash_concurrency = raw.hash_concurrency.unwrap_or(2);
+        if !(1..=64).contains(&hash_concurrency) {
+            return Err(invalid("hash_concurrency", "must be between 1 and 64"));
+        }
+
+        let mut services = Vec::new();
+        for (i, s) in raw.services.into_iter().enumerate() {
+            let key = format!("service[{i}].name");
+            if s.name.trim().is_empty() || s.name.len() > 255 || s.name.chars().any(char::is_control) {
+                return Err(invalid(&key, "must be a non-empty printable name"));
+            }
+            if services.iter().any(|x: &ServiceConfig| x.name == s.name) {
+                return Err(invalid(&key, format!("service {:?} is listed twice", s.name)));
+            }
+            services.push(ServiceConfig {
+                name: s.name,
+                key_id: s.key_id,
+            });
+        }
+        if let Some(name) = env.var("BERTH_SERVICE") {
+            let key_id = match env.var("BERTH_SERVICE_KEY_ID") {
+                Some(v) => v.parse().map_err(|p| invalid("BERTH_SERVICE_KEY_ID", p))?,
+                None => KeyIdMode::default(),
+            };
+            services.retain(|s| s.name != name);
+            services.insert(0, ServiceConfig { name, key_id });
+        }
+        if services.is_empty() {
+            services.push(ServiceConfig {
+                name: "registry".into(),
+                key_id: KeyIdMode::default(),
+            });
+        }
+
+        Ok(Config {
+            listen,
+            public_url,
+            database: PathBuf::from(database),
+            keys_dir,
+            policies_dir,
+            issuer,
+            token_ttl,
+            services,
+            refresh_idle,
+            refresh_absolute,
+            credential_cache_ttl,
+            credential_cache_size,
+            max_scopes,
+            hash_concurrency,
+        })
+    }
+
+    /// The realm URL registries send clients to.
+    pub fn realm(&self) -> String {
+        format!("{}/token", self.public_url)
+    }
+
+    /// Looks up a configured service by name.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+    }
+    fn no_env() -> MapEnv {
+        MapEnv(HashMap::new())
+    }
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("berth.toml"), text, &no_env())
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_with(None, &no_env()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5001");
+        assert_eq!(c.database, PathBuf::from("data/berth.db"));
+        assert_eq!(c.token_ttl, Duration::from_secs(300));
+        assert_eq!(c.services[0].name, "registry");
+        assert_eq!(c.services[0].key_id, KeyIdMode::Libtrust);
+        assert_eq!(c.realm(), "http://127.0.0.1:5001/token");
+    }
+
+    #[test]
+    fn file_and_env() {
+        let env = MapEnv(HashMap::from([("BERTH_ISSUER", "env-issuer")]));
+        let c = Config::from_toml(
+            Path::new("b.toml"),
+            "issuer = 'file'\ntoken_ttl = '10m'\n[[service]]\nname = 'reg'\nkey_id = 'x5c'\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.issuer, "env-issuer");
+        assert_eq!(c.token_ttl, Duration::from_secs(600));
+        assert_eq!(c.services[0].key_id, KeyIdMode::X5c);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("token_ttl = '30s'").unwrap_err().to_string();
+        assert!(e.contains("token_ttl"), "{e}");
+        let e = parse("listen = 'nope'").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("line"), "{e}");
+        let e = parse("[[service]]\nname='a'\nkey_id='jwk'").unwrap_err().to_string();
+        assert!(e.contains("jwk"), "{e}");
+        let e = parse("[[service]]\nname='a'\n[[service]]\nname='a'").unwrap_err().to_string();
+        assert!(e.contains("service[1]"), "{e}");
+        let e = parse("database = 'postgres://x'").unwrap_err().to_string();
+        assert!(e.contains("database"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn config_parser_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+    }
+}

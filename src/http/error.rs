@@ -1,0 +1,108 @@
+//! The one error type that becomes an HTTP response. Bodies follow RFC 6749
+//! (`{"error","error_description"}`); a 5xx body never carries the cause, which is
+//! logged once by the handler that saw it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    basic_challenge: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// 400 `invalid_scope`.
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    /// 400 `unsupported_grant_type`.
+    pub fn unsupported_grant(grant: &str) -> Self {
+        let shown: String = grant.chars().take(40).collect();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            format!("grant_type {shown:?} is not supported (use password or refresh_token)"),
+        )
+    }
+
+    /// 400 `invalid_grant`: a refresh token that is unknown, expired or revoked.
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    /// 401 with a Basic challenge: wrong username or password.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            basic_challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid username or password")
+        }
+    }
+
+    /// 503: a backend is unreachable.
+    pub fn unavailable(what: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("{what} is unavailable, try again shortly"),
+        )
+    }
+
+    /// 500 with no detail.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The OAuth error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The client-facing description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({
+            "error": self.code,
+            "error_description": self.description,
+        }));
+        let mut res = (self.status, body).into_response();
+        let headers = res.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""),
+            );
+        }
+        res
+    }
+}

@@ -1,0 +1,207 @@
+//! The realm endpoint: `GET /token` and `POST /token`.
+//!
+//! One way through: parse → authenticate → evaluate policy per scope → sign →
+//! log the decision. Nothing here knows SQL or key formats.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::request::{self, Credentials, Grant, TokenRequest};
+use crate::app::AppState;
+use crate::audit::{self, DecisionLog};
+use crate::authn::{AuthError, Authenticated, Identity};
+use crate::policy::{self, Request};
+use crate::token::{Access, TokenError};
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    token: &'a str,
+    access_token: &'a str,
+    expires_in: u64,
+    issued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+}
+
+/// `GET /token`: Basic auth or anonymous.
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let parsed = request::parse_get(
+        query.as_deref().unwrap_or(""),
+        headers.get(header::AUTHORIZATION),
+        state.config.max_scopes,
+    );
+    respond(&state, parsed, peer.ip(), started).await
+}
+
+/// `POST /token`: OAuth2 password and refresh_token grants.
+pub async fn post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let parsed = request::parse_post(&body, state.config.max_scopes);
+    respond(&state, parsed, peer.ip(), started).await
+}
+
+async fn respond(
+    state: &AppState,
+    parsed: Result<TokenRequest, ApiError>,
+    ip: IpAddr,
+    started: Instant,
+) -> Response {
+    let mut log = DecisionLog::new(ip);
+    let result = match parsed {
+        Ok(req) => issue(state, req, ip, &mut log).await,
+        Err(e) => Err(e),
+    };
+    let response = match result {
+        Ok(res) => {
+            log.outcome = "issued";
+            res
+        }
+        Err(e) => {
+            log.outcome = e.code();
+            log.error = Some(e.description().to_owned());
+            e.into_response()
+        }
+    };
+    log.latency = started.elapsed();
+    audit::record(&log);
+    response
+}
+
+fn auth_error(e: AuthError, grant: Grant) -> ApiError {
+    match e {
+        AuthError::BadCredentials => ApiError::unauthorized(),
+        AuthError::BadRefreshToken => {
+            debug_assert_eq!(grant, Grant::RefreshToken);
+            ApiError::invalid_grant("refresh token is invalid, expired or revoked; log in again")
+        }
+        AuthError::Unavailable(cause) => {
+            tracing::error!(error = %cause, "authentication backend failed");
+            ApiError::unavailable("the account database")
+        }
+        AuthError::Internal(cause) => {
+            tracing::error!(error = %cause, "authentication failed internally");
+            ApiError::internal()
+        }
+    }
+}
+
+async fn issue(state: &AppState, req: TokenRequest, ip: IpAddr, log: &mut DecisionLog) -> Result<Response, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let service = match req.service {
+        Some(s) => s,
+        None => state.config.services[0].name.clone(),
+    };
+    log.service = service.clone();
+    log.requested = req.scopes.iter().map(ToString::to_string).collect();
+    state
+        .signer
+        .service_index(&service)
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+
+    let authenticated = match req.credentials {
+        Credentials::Anonymous => Authenticated {
+            user_id: None,
+            identity: Identity::anonymous(),
+        },
+        Credentials::Password { username, password } => {
+            log.account = username.chars().take(64).collect();
+            state
+                .auth
+                .password(&username, password)
+                .await
+                .map_err(|e| auth_error(e, req.grant))?
+        }
+        Credentials::Refresh(token) => state
+            .auth
+            .refresh(&token, &service, now.unix_timestamp())
+            .await
+            .map_err(|e| auth_error(e, req.grant))?,
+    };
+    let identity = &authenticated.identity;
+    log.account = identity.subject.clone();
+    log.kind = Some(identity.kind);
+    log.via = identity.via;
+    if let Some(account) = &req.account {
+        if identity.kind != policy::Kind::Anonymous && *account != identity.subject {
+            return Err(ApiError::invalid_request("account does not match the authenticated user"));
+        }
+    }
+
+    let policy = state.policy();
+    let request = Request {
+        identity,
+        service: &service,
+        ip: Some(ip),
+    };
+    let access: Vec<Access> = req
+        .scopes
+        .iter()
+        .map(|scope| {
+            let decision = policy::evaluate(&policy, &request, scope);
+            Access {
+                resource_type: scope.resource_type.clone(),
+                name: scope.name.to_string(),
+                actions: decision.granted.into_iter().collect(),
+            }
+        })
+        .collect();
+    log.granted = access
+        .iter()
+        .filter(|a| !a.actions.is_empty())
+        .map(|a| format!("{}:{}:{}", a.resource_type, a.name, a.actions.join(",")))
+        .collect();
+
+    let issued = state
+        .signer
+        .issue(&service, &identity.subject, &access, now)
+        .map_err(|e| match e {
+            TokenError::UnknownService(_) => ApiError::invalid_request(e.to_string()),
+            TokenError::Key(cause) => {
+                tracing::error!(error = %cause, "cannot sign token");
+                ApiError::internal()
+            }
+        })?;
+
+    let refresh = match (req.offline, req.grant, authenticated.user_id) {
+        (true, Grant::Get | Grant::Password, Some(user_id)) => Some(
+            state
+                .auth
+                .issue_refresh(user_id, &service, now.unix_timestamp())
+                .await
+                .map_err(|e| auth_error(e, req.grant))?,
+        ),
+        _ => None,
+    };
+    let body = TokenResponse {
+        token: &issued.token,
+        access_token: &issued.token,
+        expires_in: issued.expires_in,
+        issued_at: issued.issued_at.format(&Rfc3339).unwrap_or_default(),
+        refresh_token: refresh.as_ref().map(|r| r.expose_secret()),
+    };
+    let mut res = Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}

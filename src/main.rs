@@ -1,0 +1,5 @@
+//! The `berth` command.
+
+fn main() -> std::process::ExitCode {
+    berth::cli::run()
+}

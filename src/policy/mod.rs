@@ -1,0 +1,209 @@
+//! Access policy: rules loaded from `policies/*.toml`, evaluated per requested scope.
+//!
+//! Evaluation is pure (no I/O, no clock) and order-independent: the granted actions
+//! are the union of `allow` over every matching rule, minus the union of `deny` over
+//! every matching rule, intersected with what was requested. Loading lives in `load`.
+
+pub mod load;
+pub mod pattern;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use pattern::{Bindings, Pattern};
+
+use crate::scope::Scope;
+
+pub use load::{load_dir, PolicyError};
+
+/// What kind of principal an identity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A local user.
+    User,
+    /// A machine account.
+    Robot,
+    /// No credentials.
+    Anonymous,
+    /// A user from an external identity provider.
+    Federated,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::User => "user",
+            Kind::Robot => "robot",
+            Kind::Anonymous => "anonymous",
+            Kind::Federated => "federated",
+        })
+    }
+}
+
+/// Who is asking, as far as policy is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Account name; empty for anonymous.
+    pub subject: String,
+    /// Principal kind.
+    pub kind: Kind,
+    /// Group names.
+    pub groups: Vec<String>,
+    /// Which backend authenticated it (`local`, `refresh`, `anonymous`, …).
+    pub via: &'static str,
+}
+
+impl Identity {
+    /// The anonymous identity.
+    pub fn anonymous() -> Self {
+        Identity {
+            subject: String::new(),
+            kind: Kind::Anonymous,
+            groups: Vec::new(),
+            via: "anonymous",
+        }
+    }
+
+    fn account(&self) -> Option<&str> {
+        (self.kind != Kind::Anonymous && !self.subject.is_empty()).then_some(self.subject.as_str())
+    }
+}
+
+/// The context of one token request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Who is asking.
+    pub identity: &'a Identity,
+    /// The service (audience) the token is for.
+    pub service: &'a str,
+    /// The client address, when known.
+    pub ip: Option<IpAddr>,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Rule id, given or derived from file and position.
+    pub id: String,
+    /// Free text for operators.
+    pub description: Option<String>,
+    /// Account glob.
+    pub account: Option<Pattern>,
+    /// Group glob: holds when any group matches.
+    pub group: Option<Pattern>,
+    /// Principal kinds; any when `None`.
+    pub kinds: Option<Vec<Kind>>,
+    /// Service (audience) glob.
+    pub service: Option<Pattern>,
+    /// Resource type, exact.
+    pub resource_type: Option<String>,
+    /// Resource name glob, may hold placeholders.
+    pub name: Option<Pattern>,
+    /// Actions allowed (`*` allows every action).
+    pub allow: BTreeSet<String>,
+    /// Actions denied (`*` denies every action); deny wins over allow.
+    pub deny: BTreeSet<String>,
+}
+
+impl Rule {
+    fn matches(&self, req: &Request<'_>, scope: &Scope) -> bool {
+        let id = req.identity;
+        if let Some(t) = &self.resource_type {
+            if *t != scope.resource_type {
+                return false;
+            }
+        }
+        if let Some(kinds) = &self.kinds {
+            if !kinds.contains(&id.kind) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.account {
+            match id.account() {
+                Some(a) if p.matches(a) => {}
+                _ => return false,
+            }
+        }
+        if let Some(p) = &self.group {
+            if !id.groups.iter().any(|g| p.matches(g)) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.service {
+            if !p.matches(req.service) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.name {
+            let b = Bindings {
+                account: id.account(),
+                groups: &id.groups,
+            };
+            if !p.matches_with(scope.name.as_str(), b) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A loaded, validated set of rules.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// All rules, in file order (order does not affect decisions).
+    pub rules: Vec<Rule>,
+}
+
+/// The outcome for one scope.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// Actions granted, a subset of those requested.
+    pub granted: BTreeSet<String>,
+    /// Requested actions that were not granted.
+    pub refused: BTreeSet<String>,
+    /// Ids of the rules that matched.
+    pub matched: Vec<String>,
+}
+
+/// Whether an action set covers `action` (`*` covers all).
+fn covers(set: &BTreeSet<String>, action: &str) -> bool {
+    set.contains("*") || set.contains(action)
+}
+
+/// Evaluates `policy` for one requested scope.
+pub fn evaluate(policy: &Policy, req: &Request<'_>, scope: &Scope) -> Decision {
+    let mut allow = BTreeSet::new();
+    let mut deny = BTreeSet::new();
+    let mut matched = Vec::new();
+    for rule in &policy.rules {
+        if rule.matches(req, scope) {
+            allow.extend(rule.allow.iter().cloned());
+            deny.extend(rule.deny.iter().cloned());
+            matched.push(rule.id.clone());
+        }
+    }
+    let mut decision = Decision {
+        matched,
+        ..Decision::default()
+    };
+    for action in &scope.actions {
+        // A requested `*` needs a wildcard allow and no deny at all: it stands for
+        // every action, so any denied action takes it away.
+        let granted = if action == "*" {
+            allow.contains("*") && deny.is_empty()
+        } else {
+            covers(&allow, action) && !covers(&deny, action)
+        };
+        if granted {
+            decision.granted.insert(action.clone());
+        } else {
+            decision.refused.insert(action.clone());
+        }
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests;

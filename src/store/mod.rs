@@ -1,0 +1,345 @@
+//! Persistent state in SQLite: local users and refresh tokens.
+//!
+//! This module owns SQL and migrations. It stores password hashes and token hashes
+//! as given; it never sees a password or a token in clear (hashing is `authn`'s).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::authn::Username;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or is unreachable. Callers log this and answer 503/500.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed, or the database is newer than this berth.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The named user does not exist.
+    #[error("no user named {0:?}")]
+    NoSuchUser(String),
+    /// The user exists already.
+    #[error("user {0:?} exists already")]
+    UserExists(String),
+    /// The database directory could not be created.
+    #[error("cannot create database directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A local user as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Row id.
+    pub id: i64,
+    /// Account name.
+    pub username: String,
+    /// PHC (argon2id) or bcrypt hash.
+    pub password_hash: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Disabled accounts cannot sign in.
+    pub disabled: bool,
+    /// Changes with every password, group or status change.
+    pub epoch: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // The hash is left out so it can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("groups", &self.groups)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresh token row joined with its user.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// Service the token is bound to.
+    pub service: String,
+    /// Unix seconds of the last use.
+    pub last_used_at: i64,
+    /// Absolute expiry, unix seconds.
+    pub expires_at: i64,
+    /// The user.
+    pub user: UserRecord,
+}
+
+/// Handle to the database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.password_hash, u.groups, u.disabled, u.epoch, u.created_at, u.updated_at";
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, sqlx::Error> {
+    let groups: String = row.try_get("groups")?;
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        groups: serde_json::from_str(&groups).unwrap_or_default(),
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        epoch: row.try_get("epoch")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn groups_json(groups: &[String]) -> String {
+    serde_json::to_string(groups).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    /// Refuses a database that holds migrations this berth does not know.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Number of users.
+    pub async fn user_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Creates a user.
+    pub async fn create_user(
+        &self,
+        name: &Username,
+        password_hash: &str,
+        groups: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO users (username, password_hash, groups, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(password_hash)
+        .bind(groups_json(groups))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::UserExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Finds a user by name.
+    pub async fn find_user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?");
+        let row = sqlx::query(&sql)
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// The current `(epoch, disabled)` of a user, or `None` if deleted.
+    pub async fn user_state(&self, id: i64) -> Result<Option<(i64, bool)>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT epoch, disabled FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(e, d)| (e, d != 0)))
+    }
+
+    /// All users, by name.
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_user(&self, name: &Username, set: &str, bind: Option<String>, now: i64) -> Result<(), StoreError> {
+        let sql = format!("UPDATE users SET {set}, epoch = epoch + 1, updated_at = ? WHERE username = ?");
+        let mut q = sqlx::query(&sql);
+        if let Some(b) = bind {
+            q = q.bind(b);
+        }
+        let res = q.bind(now).bind(name.as_str()).execute(&self.pool).await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Sets a new password hash and revokes the user's refresh tokens.
+    pub async fn set_password(&self, name: &Username, hash: &str, now: i64) -> Result<(), StoreError> {
+        self.update_user(name, "password_hash = ?", Some(hash.to_owned()), now).await?;
+        self.revoke_sessions(name).await?;
+        Ok(())
+    }
+
+    /// Replaces a hash after a successful login (bcrypt → argon2id), unless the
+    /// password changed meanwhile. Does not change the epoch: same password.
+    pub async fn upgrade_hash(&self, id: i64, old: &str, new: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+            .bind(new)
+            .bind(id)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Disables or enables a user; disabling revokes their refresh tokens.
+    pub async fn set_disabled(&self, name: &Username, disabled: bool, now: i64) -> Result<(), StoreError> {
+        let set = if disabled { "disabled = 1" } else { "disabled = 0" };
+        self.update_user(name, set, None, now).await?;
+        if disabled {
+            self.revoke_sessions(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a user's groups.
+    pub async fn set_groups(&self, name: &Username, groups: &[String], now: i64) -> Result<(), StoreError> {
+        self.update_user(name, "groups = ?", Some(groups_json(groups)), now).await
+    }
+
+    /// Deletes a user (and, by cascade, their refresh tokens).
+    pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
+        let res = sqlx::query("DELETE FROM users WHERE username = ?")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Deletes every refresh token of a user; returns how many.
+    pub async fn revoke_sessions(&self, name: &Username) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+        )
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Stores a refresh token hash.
+    pub async fn insert_refresh(
+        &self,
+        token_hash: &[u8],
+        user_id: i64,
+        service: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, service, created_at, last_used_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(service)
+        .bind(now)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Looks a refresh token up by hash, with its user.
+    pub async fn find_refresh(&self, token_hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, r.service, r.last_used_at, r.expires_at
+             FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RefreshRecord {
+            service: row.try_get("service")?,
+            last_used_at: row.try_get("last_used_at")?,
+            expires_at: row.try_get("expires_at")?,
+            user: user_from_row(&row)?,
+        }))
+    }
+
+    /// Records a use of a refresh token.
+    pub async fn touch_refresh(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET last_used_at = ? WHERE token_hash = ?")
+            .bind(now)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes one refresh token.
+    pub async fn delete_refresh(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes refresh tokens past their absolute expiry or idle for `idle` seconds.
+    pub async fn purge_refresh(&self, now: i64, idle: i64) -> Result<u64, StoreError> {
+        let res = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ? OR last_used_at <= ?")
+            .bind(now)
+            .bind(now - idle)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,12 @@
+//! Access tokens: keys on disk, key identifiers, JWKS, and the JWT signer.
+//!
+//! This module turns a decision (who, which service, which access) into a signed
+//! JWT. It does not decide access (see `policy`) and does no network I/O.
+
+pub mod jwks;
+pub mod keys;
+pub mod kid;
+pub mod signer;
+
+pub use keys::{Algorithm, KeyError, KeySet, SigningKey};
+pub use signer::{Access, Signer, TokenError};
