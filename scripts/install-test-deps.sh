@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs what berth's end-to-end tests (tests/e2e) drive, on Debian 12.
+# Idempotent: does nothing (and touches no package index) when all is present.
+set -euo pipefail
+
+# package -> why the tests need it
+packages=(
+  docker.io       # dockerd + the docker client (20.10): docker login/push/pull against berth
+  docker-registry # distribution 2.8, the registry configured with auth.token -> berth
+  podman          # podman login/push/pull
+  skopeo          # skopeo login/copy, and turning the generated OCI image into a docker-archive
+)
+declare -A why=(
+  [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
+  [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
+  [podman]="podman login/push/pull end-to-end tests"
+  [skopeo]="skopeo login/copy tests; converts the test image for docker load"
+)
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+for p in "${packages[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-test-deps: all present (${packages[*]})"
+else
+  for p in "${missing[@]}"; do
+    echo "install-test-deps: installing $p - ${why[$p]}"
+  done
+  sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then
+      sudo=(sudo)
+    else
+      echo "install-test-deps: missing ${missing[*]} and not root (no sudo)" >&2
+      exit 1
+    fi
+  fi
+  # The tests start their own dockerd and registry on private sockets/ports;
+  # keep apt from starting the system services while installing.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  cleanup() {
+    if [ "$created_policy" = 1 ]; then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
+  }
+  trap cleanup EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# The exact binaries the tests call (docker: Debian's client, not another one
+# that may sit earlier in PATH).
+status=0
+for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/docker-registry /usr/bin/podman /usr/bin/skopeo; do
+  if [ ! -x "$bin" ]; then
+    echo "install-test-deps: $bin missing after install" >&2
+    status=1
+  fi
+done
+if [ ! -e /etc/containers/policy.json ]; then
+  echo "install-test-deps: /etc/containers/policy.json missing (containers-common)" >&2
+  status=1
+fi
+if ! command -v cargo >/dev/null; then
+  echo "install-test-deps: cargo not found; install a Rust toolchain (>= 1.85) first" >&2
+  status=1
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-test-deps: note: the docker tests start dockerd and need root" >&2
+fi
+exit "$status"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# berth's full check: formatting, lints, build, unit + integration + end-to-end
+# tests against a real docker-registry, docker, podman and skopeo.
+# Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=$SECONDS
+step() {
+  printf '\n==> [%4ds] %s\n' "$((SECONDS - start))" "$*"
+}
+
+step "install test dependencies"
+scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build"
+cargo build --all-targets
+
+step "cargo test (unit, integration, end-to-end; BERTH_E2E=require)"
+# A missing external tool fails the end-to-end tests instead of skipping them.
+BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets
+
+step "cargo test --doc"
+cargo test --doc
+
+step "all checks passed"
