@@ -230,7 +230,7 @@ fn parse_other_name(s: &str) -> Result<ResourceName, ScopeError> {
     }
     if !s
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
     {
         return Err(ScopeError::Name("unexpected character"));
     }

@@ -44,8 +44,8 @@ struct RawFile {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
-    One(Spanned<String>),
-    Many(Vec<Spanned<String>>),
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -55,7 +55,7 @@ struct RawRule {
     description: Option<String>,
     account: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
-    kind: Option<OneOrMany>,
+    kind: Option<Spanned<OneOrMany>>,
     service: Option<Spanned<String>>,
     #[serde(rename = "type")]
     resource_type: Option<Spanned<String>>,
@@ -139,20 +139,21 @@ impl FileCtx<'_> {
         let kinds = match raw.kind {
             None => None,
             Some(k) => {
-                let list = match k {
+                let at = k.span().start;
+                let list = match k.into_inner() {
                     OneOrMany::One(s) => vec![s],
                     OneOrMany::Many(v) => v,
                 };
                 let mut kinds = Vec::new();
                 for s in list {
-                    let kind = match s.get_ref().as_str() {
+                    let kind = match s.as_str() {
                         "user" => Kind::User,
                         "robot" => Kind::Robot,
                         "anonymous" => Kind::Anonymous,
                         "federated" => Kind::Federated,
                         other => {
                             return Err(self.at(
-                                s.span().start,
+                                at,
                                 format!("unknown kind {other:?} (user, robot, anonymous, federated)"),
                             ))
                         }

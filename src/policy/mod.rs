@@ -140,6 +140,7 @@ impl Rule {
             let b = Bindings {
                 account: id.account(),
                 groups: &id.groups,
+                group_filter: self.group.as_ref(),
             };
             if !p.matches_with(scope.name.as_str(), b) {
                 return false;

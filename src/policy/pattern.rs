@@ -38,6 +38,10 @@ pub struct Bindings<'a> {
     pub account: Option<&'a str>,
     /// The identity's groups.
     pub groups: &'a [String],
+    /// When set, `${group}` binds only to groups this pattern matches (the rule's
+    /// `group` field), so `group = "team-*"` with `name = "${group}/**"` means the
+    /// team namespaces and nothing else.
+    pub group_filter: Option<&'a Pattern>,
 }
 
 impl Pattern {
@@ -172,7 +176,8 @@ impl Pattern {
                     Some(g) if g != value => return false,
                     Some(_) => {}
                     None => {
-                        if !b.groups.iter().any(|g| g == value) {
+                        let allowed = b.group_filter.is_none_or(|p| p.matches(value));
+                        if !allowed || !b.groups.iter().any(|g| g == value) {
                             return false;
                         }
                         group = Some(value);
@@ -196,6 +201,7 @@ mod tests {
     const NONE: Bindings<'static> = Bindings {
         account: None,
         groups: &[],
+        group_filter: None,
     };
 
     #[test]
@@ -218,6 +224,7 @@ mod tests {
         let b = Bindings {
             account: Some("alice"),
             groups: &groups,
+            group_filter: None,
         };
         assert!(p("${account}/**").matches_with("alice/app", b));
         assert!(!p("${account}/**").matches_with("bob/app", b));

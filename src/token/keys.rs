@@ -428,6 +428,7 @@ mod tests {
         fs::write(dir.path().join("x.key"), b"\xff\x00garbage").unwrap();
         fs::write(dir.path().join("x.crt"), b"nope").unwrap();
         assert!(KeySet::load(dir.path()).is_err());
+        fs::write(dir.path().join("x.key"), b"not a key").unwrap();
         fs::remove_file(dir.path().join("x.crt")).unwrap();
         let err = KeySet::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("x.crt"), "{err}");
