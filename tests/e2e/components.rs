@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -121,7 +122,9 @@ impl Berth {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let keys_dir = dir.path().join("keys");
-        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let policies = std::env::var_os("TMP_POL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
         let env: Vec<(String, String)> = [
             ("BERTH_LISTEN", format!("127.0.0.1:{port}")),
             (
@@ -438,6 +441,26 @@ impl Dockerd {
     }
 }
 
+/// A temp dir whose path has no upper-case letters: podman names images
+/// pulled from `oci:DIR` after DIR, and image names must be lower case.
+fn lowercase_tempdir(prefix: &str) -> tempfile::TempDir {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut last_err = None;
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}{}-{n}", std::process::id());
+        match tempfile::Builder::new()
+            .prefix(&name)
+            .rand_bytes(0)
+            .tempdir_in(std::env::temp_dir().to_string_lossy().to_lowercase())
+        {
+            Ok(d) => return d,
+            Err(e) => last_err = Some(e),
+        }
+    }
+    panic!("could not create a lower-case temp dir: {last_err:?}");
+}
+
 /// berth + registry (+ dockerd), torn down in reverse order on drop.
 pub struct Stack {
     // Field order is drop order: clients' daemon first, berth last.
@@ -470,10 +493,7 @@ impl Stack {
         berth.add_user("bob", BOB_PASSWORD, &[]);
         let registry = Registry::start(&berth);
         let dockerd = with_docker.then(Dockerd::start);
-        let work = tempfile::Builder::new()
-            .prefix("berth-e2e-work.")
-            .tempdir()
-            .expect("tempdir");
+        let work = lowercase_tempdir("berth-e2e-work-");
         eprintln!(
             "stack up in {:?}: berth {} registry {}{}",
             started.elapsed(),
