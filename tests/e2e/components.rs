@@ -122,9 +122,7 @@ impl Berth {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let keys_dir = dir.path().join("keys");
-        let policies = std::env::var_os("TMP_POL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let env: Vec<(String, String)> = [
             ("BERTH_LISTEN", format!("127.0.0.1:{port}")),
             (
