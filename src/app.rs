@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::authn::{self, AuthError, AuthSettings, Authenticator, Username};
 use crate::config::Config;
-use crate::policy::{self, Policy, PolicyError};
+use crate::policy::reload::PolicyHandle;
+use crate::policy::{Policy, PolicyError};
 use crate::store::{Store, StoreError};
 use crate::token::{keys, Algorithm, KeyError, KeySet, Signer};
 
@@ -40,16 +41,14 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     /// Credential checks.
     pub auth: Arc<Authenticator>,
-    policy: Arc<RwLock<Arc<Policy>>>,
+    /// The live policy.
+    pub policies: Arc<PolicyHandle>,
 }
 
 impl AppState {
     /// The policy in force; a request keeps the one it started with.
     pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.policies.current()
     }
 }
 
@@ -132,8 +131,8 @@ pub async fn build(config: Config, admin_password: Option<SecretString>) -> Resu
     let now = OffsetDateTime::now_utc();
     let (keys, generated) = ensure_keys(&config, now)?;
     boot.generated_key = generated;
-    let loaded = policy::load_dir(&config.policies_dir)?;
-    boot.policy_warnings = loaded.warnings;
+    let policies = PolicyHandle::load(&config.policies_dir)?;
+    boot.policy_warnings = policies.status().warnings;
     let store = open_store(&config, admin_password, &mut boot).await?;
     let auth = Authenticator::new(
         store,
@@ -150,7 +149,7 @@ pub async fn build(config: Config, admin_password: Option<SecretString>) -> Resu
         config: Arc::new(config),
         signer: Arc::new(signer),
         auth: Arc::new(auth),
-        policy: Arc::new(RwLock::new(Arc::new(loaded.policy))),
+        policies: Arc::new(policies),
     };
     Ok((state, boot))
 }
@@ -162,11 +161,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_loop(state.clone()));
+    let watch = tokio::spawn(crate::policy::reload::watch(
+        state.policies.clone(),
+        std::time::Duration::from_secs(1),
+    ));
     let router = crate::http::router(state);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     purge.abort();
+    watch.abort();
     result
 }
 

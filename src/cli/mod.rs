@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand group.
 
 mod key;
+mod policy;
 mod serve;
 mod user;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Check, test and lint policy files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Parses the command line, runs it, and maps errors to a message and exit code 1.
@@ -67,5 +71,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
+        Command::Policy(cmd) => policy::run(config, cmd).await,
     }
 }

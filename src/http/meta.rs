@@ -21,12 +21,14 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     res
 }
 
-/// `GET /healthz`: alive, with the loaded policy's size.
+/// `GET /healthz`: alive; reports a stale policy (last reload failed) as
+/// `degraded` with the error, while the last good policy keeps serving.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    let rules = state.policy().rules.len();
+    let policy = state.policies.status();
+    let status = if policy.stale { "degraded" } else { "ok" };
     (
         StatusCode::OK,
-        Json(serde_json::json!({ "status": "ok", "policy": { "rules": rules } })),
+        Json(serde_json::json!({ "status": status, "policy": policy })),
     )
         .into_response()
 }

@@ -57,6 +57,7 @@ struct RawRule {
     group: Option<Spanned<String>>,
     kind: Option<Spanned<OneOrMany>>,
     service: Option<Spanned<String>>,
+    ip: Option<Spanned<OneOrMany>>,
     #[serde(rename = "type")]
     resource_type: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
@@ -174,6 +175,28 @@ impl FileCtx<'_> {
             }
             None => None,
         };
+        let ip = match raw.ip {
+            None => None,
+            Some(list) => {
+                let at = list.span().start;
+                let list = match list.into_inner() {
+                    OneOrMany::One(s) => vec![s],
+                    OneOrMany::Many(v) => v,
+                };
+                if list.is_empty() {
+                    return Err(self.at(at, "ip must list at least one address range"));
+                }
+                let mut nets = Vec::new();
+                for s in list {
+                    let net = s
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| self.at(at, format!("{s:?} is not an IP address or CIDR range")))?;
+                    nets.push(net.trunc());
+                }
+                Some(nets)
+            }
+        };
         let allow = self.actions(raw.allow, warnings)?;
         let deny = self.actions(raw.deny, warnings)?;
         if allow.is_empty() && deny.is_empty() {
@@ -187,6 +210,7 @@ impl FileCtx<'_> {
             id,
             description: raw.description,
             kinds,
+            ip,
             resource_type,
             allow,
             deny,
@@ -216,12 +240,24 @@ pub fn parse_file(name: &str, text: &str) -> Result<Loaded, PolicyError> {
             },
         }
     })?;
-    let mut loaded = Loaded::default();
+    let mut warnings = Vec::new();
+    let mut rules = Vec::new();
     for (i, r) in raw.rule.into_iter().enumerate() {
-        let rule = ctx.rule(i, r, &mut loaded.warnings)?;
-        loaded.policy.rules.push(rule);
+        rules.push(ctx.rule(i, r, &mut warnings)?);
     }
-    Ok(loaded)
+    let mut ids = HashSet::new();
+    for rule in &rules {
+        if !ids.insert(rule.id.as_str()) {
+            return Err(PolicyError {
+                location: name.to_owned(),
+                reason: format!("duplicate rule id {:?}", rule.id),
+            });
+        }
+    }
+    Ok(Loaded {
+        policy: Policy::new(rules),
+        warnings,
+    })
 }
 
 /// Loads every `*.toml` file directly in `dir` (sorted by name) into one policy.
@@ -239,7 +275,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         }
     }
     files.sort();
-    let mut out = Loaded::default();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut warnings = Vec::new();
     let mut ids = HashSet::new();
     for path in files {
         let name = path.display().to_string();
@@ -254,16 +291,19 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         let bytes = std::fs::read(&path).map_err(|e| file_err(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| file_err("not UTF-8 text".into()))?;
         let loaded = parse_file(&name, &text)?;
-        if loaded.policy.rules.is_empty() {
-            out.warnings.push(format!("{name}: no rules"));
+        if loaded.policy.rules().is_empty() {
+            warnings.push(format!("{name}: no rules"));
         }
-        for rule in &loaded.policy.rules {
+        for rule in loaded.policy.rules() {
             if !ids.insert(rule.id.clone()) {
                 return Err(file_err(format!("duplicate rule id {:?}", rule.id)));
             }
         }
-        out.policy.rules.extend(loaded.policy.rules);
-        out.warnings.extend(loaded.warnings);
+        rules.extend(loaded.policy.rules().iter().cloned());
+        warnings.extend(loaded.warnings);
     }
-    Ok(out)
+    Ok(Loaded {
+        policy: Policy::new(rules),
+        warnings,
+    })
 }

@@ -4,10 +4,14 @@
 //! are the union of `allow` over every matching rule, minus the union of `deny` over
 //! every matching rule, intersected with what was requested. Loading lives in `load`.
 
+pub mod explain;
+pub mod lint;
 pub mod load;
 pub mod pattern;
+pub mod reload;
+pub mod testfile;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -97,6 +101,9 @@ pub struct Rule {
     pub kinds: Option<Vec<Kind>>,
     /// Service (audience) glob.
     pub service: Option<Pattern>,
+    /// Client address ranges; the rule holds when the address is in any of them.
+    /// A request without a known address never matches a rule with `ip`.
+    pub ip: Option<Vec<ipnet::IpNet>>,
     /// Resource type, exact.
     pub resource_type: Option<String>,
     /// Resource name glob, may hold placeholders.
@@ -108,7 +115,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, req: &Request<'_>, scope: &Scope) -> bool {
+    /// Whether the rule holds for this request and scope.
+    pub fn matches(&self, req: &Request<'_>, scope: &Scope) -> bool {
         let id = req.identity;
         if let Some(t) = &self.resource_type {
             if *t != scope.resource_type {
@@ -136,6 +144,12 @@ impl Rule {
                 return false;
             }
         }
+        if let Some(nets) = &self.ip {
+            match req.ip {
+                Some(ip) if nets.iter().any(|n| n.contains(&ip)) => {}
+                _ => return false,
+            }
+        }
         if let Some(p) = &self.name {
             let b = Bindings {
                 account: id.account(),
@@ -150,11 +164,62 @@ impl Rule {
     }
 }
 
-/// A loaded, validated set of rules.
+/// A loaded, validated set of rules, indexed for evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    rules: Vec<Rule>,
+    /// Rules whose name pattern starts with a literal first component, by that
+    /// component: a scope only needs the rules of its own first component…
+    by_first: HashMap<String, Vec<usize>>,
+    /// …plus the rules that may match any name.
+    generic: Vec<usize>,
+}
+
+/// The literal first path component of a name pattern, if the pattern can only
+/// match names starting with it.
+fn literal_first_component(p: &Pattern) -> Option<&str> {
+    let src = p.as_str();
+    let first = match src.split_once('/') {
+        Some((first, _)) => first,
+        None if p.is_literal() => src,
+        None => return None,
+    };
+    let literal = !first.is_empty() && !first.contains(['*', '?', '$']);
+    literal.then_some(first)
+}
+
+impl Policy {
+    /// Builds a policy from rules (any order).
+    pub fn new(rules: Vec<Rule>) -> Self {
+        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut generic = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match rule.name.as_ref().and_then(literal_first_component) {
+                Some(first) => by_first.entry(first.to_owned()).or_default().push(i),
+                None => generic.push(i),
+            }
+        }
+        Policy {
+            rules,
+            by_first,
+            generic,
+        }
+    }
+
     /// All rules, in file order (order does not affect decisions).
-    pub rules: Vec<Rule>,
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rules that may match `scope`: a superset of those that do.
+    pub fn candidates<'a>(&'a self, scope: &Scope) -> impl Iterator<Item = &'a Rule> + 'a {
+        let first = scope.name.as_str().split('/').next().unwrap_or("");
+        let bucket = self.by_first.get(first).map(Vec::as_slice).unwrap_or(&[]);
+        self.generic
+            .iter()
+            .chain(bucket.iter())
+            .map(move |&i| &self.rules[i])
+    }
 }
 
 /// The outcome for one scope.
@@ -178,7 +243,7 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>, scope: &Scope) -> Decision {
     let mut allow = BTreeSet::new();
     let mut deny = BTreeSet::new();
     let mut matched = Vec::new();
-    for rule in &policy.rules {
+    for rule in policy.candidates(scope) {
         if rule.matches(req, scope) {
             allow.extend(rule.allow.iter().cloned());
             deny.extend(rule.deny.iter().cloned());

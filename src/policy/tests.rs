@@ -122,7 +122,7 @@ fn duplicate_ids_across_files() {
 
 #[test]
 fn hostile_files() {
-    assert!(parse_file("f.toml", "").unwrap().policy.rules.is_empty());
+    assert!(parse_file("f.toml", "").unwrap().policy.rules().is_empty());
     let nested = format!("a = {}{}", "[".repeat(5000), "]".repeat(5000));
     assert!(parse_file("f.toml", &nested).is_err());
     let stars = format!("[[rule]]\nname = '{}'\nallow=['pull']\n", "*".repeat(10_000));
@@ -185,7 +185,7 @@ proptest! {
         prop_assert!(d.granted.is_subset(&scope.actions));
         prop_assert_eq!(d.granted.len() + d.refused.len(), scope.actions.len());
         // deny always wins.
-        for r in &p.rules {
+        for r in p.rules() {
             if r.matches(&req, &scope) {
                 for a in &d.granted {
                     prop_assert!(!covers(&r.deny, a));
@@ -193,8 +193,9 @@ proptest! {
             }
         }
         // rule order never changes the result.
-        let mut reversed = p.clone();
-        reversed.rules.reverse();
+        let mut rev_rules = p.rules().to_vec();
+        rev_rules.reverse();
+        let reversed = Policy::new(rev_rules);
         prop_assert_eq!(evaluate(&reversed, &req, &scope).granted, d.granted.clone());
         // no rules, nothing granted.
         prop_assert!(evaluate(&Policy::default(), &req, &scope).granted.is_empty());

@@ -1,0 +1,171 @@
+//! `berth policy …`: check, test and lint policy files.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+use clap::Subcommand;
+
+use crate::authn::Username;
+use crate::config::Config;
+use crate::policy::explain::explain;
+use crate::policy::{lint, load_dir, testfile, Identity, Kind, Request};
+use crate::scope::Scope;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show what a request would be granted, and why.
+    Check {
+        /// Look the identity up in the database (groups, kind user).
+        #[arg(long, conflicts_with_all = ["account", "group"])]
+        user: Option<Username>,
+        /// Account name, given by hand.
+        #[arg(long)]
+        account: Option<String>,
+        /// Group, given by hand (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Identity kind: user, robot, anonymous, federated.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<Kind>,
+        /// Service (audience); the first configured one by default.
+        #[arg(long)]
+        service: Option<String>,
+        /// Client address.
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// Requested scope (repeatable), e.g. repository:alice/app:pull,push.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+        /// Show, per action, the rules that allowed or denied it.
+        #[arg(long)]
+        explain: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Policy directory (default: the configured one).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Run policy tests: `[[case]]` files (default `<policies>/tests/*.toml`).
+    Test {
+        /// Directory of test files.
+        dir: Option<PathBuf>,
+        /// Policy directory (default: the configured one).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Report rules that can never match, allows always cancelled by a deny,
+    /// unknown actions and files without rules.
+    Lint {
+        /// Policy directory (default: the configured one).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    match s {
+        "user" => Ok(Kind::User),
+        "robot" => Ok(Kind::Robot),
+        "anonymous" => Ok(Kind::Anonymous),
+        "federated" => Ok(Kind::Federated),
+        other => Err(format!("unknown kind {other:?} (user, robot, anonymous, federated)")),
+    }
+}
+
+pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Check {
+            user,
+            account,
+            groups,
+            kind,
+            service,
+            ip,
+            scopes,
+            explain: show_why,
+            json,
+            policies,
+        } => {
+            let dir = policies.unwrap_or_else(|| config.policies_dir.clone());
+            let policy = load_dir(&dir)?.policy;
+            let identity = match user {
+                Some(name) => {
+                    let store = Store::open(&config.database).await?;
+                    let rec = store.find_user(&name).await?;
+                    store.close().await;
+                    let rec = rec.ok_or_else(|| anyhow!("no user named {name}"))?;
+                    Identity {
+                        subject: rec.username,
+                        kind: kind.unwrap_or(Kind::User),
+                        groups: rec.groups,
+                        via: "local",
+                    }
+                }
+                None => Identity {
+                    kind: kind.unwrap_or(if account.is_some() { Kind::User } else { Kind::Anonymous }),
+                    subject: account.unwrap_or_default(),
+                    groups,
+                    via: "check",
+                },
+            };
+            let service = service.unwrap_or_else(|| config.services[0].name.clone());
+            let req = Request {
+                identity: &identity,
+                service: &service,
+                ip,
+            };
+            let results: Vec<_> = scopes.iter().map(|s| explain(&policy, &req, s)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for r in &results {
+                    if show_why {
+                        print!("{r}");
+                    } else {
+                        let granted = if r.granted.is_empty() { "(nothing)".into() } else { r.granted.join(", ") };
+                        println!("{} -> {granted}", r.scope);
+                    }
+                }
+            }
+        }
+        PolicyCommand::Test { dir, policies } => {
+            let pdir = policies.unwrap_or_else(|| config.policies_dir.clone());
+            let tdir = dir.unwrap_or_else(|| pdir.join("tests"));
+            let policy = load_dir(&pdir)?.policy;
+            let files = testfile::test_files(&tdir).map_err(|e| anyhow!(e))?;
+            if files.is_empty() {
+                bail!("no test files (*.toml) in {}", tdir.display());
+            }
+            let report = testfile::run_files(&policy, &files).map_err(|e| anyhow!(e))?;
+            for f in &report.failures {
+                print!("{f}");
+            }
+            println!(
+                "policy tests: {} passed, {} failed",
+                report.passed,
+                report.failures.len()
+            );
+            if !report.failures.is_empty() {
+                bail!("{} policy test(s) failed", report.failures.len());
+            }
+        }
+        PolicyCommand::Lint { policies } => {
+            let dir = policies.unwrap_or_else(|| config.policies_dir.clone());
+            let loaded = load_dir(&dir)?;
+            let mut findings = loaded.warnings;
+            findings.extend(lint::lint(&loaded.policy));
+            for f in &findings {
+                println!("{f}");
+            }
+            if findings.is_empty() {
+                println!("{}: {} rules, no findings", dir.display(), loaded.policy.rules().len());
+            } else {
+                bail!("{} finding(s)", findings.len());
+            }
+        }
+    }
+    Ok(())
+}

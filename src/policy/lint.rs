@@ -1,0 +1,118 @@
+//! Static checks of a policy: rules that can never match, allows that a deny always
+//! cancels. Findings are advice; loading does not depend on them.
+
+use super::pattern::Pattern;
+use super::{Kind, Policy, Rule};
+
+fn never_matches(rule: &Rule) -> Option<String> {
+    let kinds = rule.kinds.as_deref();
+    if kinds == Some(&[]) {
+        return Some("`kind` is an empty list".into());
+    }
+    let only_anonymous = kinds.is_some_and(|k| k.iter().all(|k| *k == Kind::Anonymous));
+    if only_anonymous {
+        if rule.account.is_some() {
+            return Some("kind = \"anonymous\" with an `account`: anonymous requests have no account".into());
+        }
+        if rule.group.is_some() {
+            return Some("kind = \"anonymous\" with a `group`: anonymous requests have no groups".into());
+        }
+        if rule.name.as_ref().is_some_and(Pattern::has_placeholders) {
+            return Some("kind = \"anonymous\" with a placeholder in `name`: nothing to bind it to".into());
+        }
+    }
+    if rule.resource_type.as_deref() == Some("registry") {
+        if let Some(name) = &rule.name {
+            if name.has_placeholders() {
+                return Some("type = \"registry\" with a placeholder in `name`: registry scopes are named `catalog`".into());
+            }
+        }
+    }
+    None
+}
+
+fn same_or_wider(wide: &Option<Pattern>, narrow: &Option<Pattern>) -> bool {
+    match (wide, narrow) {
+        (None, _) => true,
+        (Some(w), _) if w.as_str() == "**" => true,
+        (Some(w), Some(n)) => w.as_str() == n.as_str(),
+        (Some(_), None) => false,
+    }
+}
+
+/// Whether `d` matches every request that `r` matches (conservatively).
+fn always_with(d: &Rule, r: &Rule) -> bool {
+    same_or_wider(&d.account, &r.account)
+        && same_or_wider(&d.group, &r.group)
+        && same_or_wider(&d.service, &r.service)
+        && same_or_wider(&d.name, &r.name)
+        && (d.resource_type.is_none() || d.resource_type == r.resource_type)
+        && (d.kinds.is_none() || d.kinds == r.kinds)
+        && (d.ip.is_none() || d.ip == r.ip)
+}
+
+/// Findings, one line each, naming the rule id.
+pub fn lint(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in policy.rules() {
+        if let Some(why) = never_matches(rule) {
+            out.push(format!("rule {}: can never match: {why}", rule.id));
+            continue;
+        }
+        if rule.allow.is_empty() {
+            continue;
+        }
+        for d in policy.rules() {
+            if d.deny.is_empty() || !always_with(d, rule) {
+                continue;
+            }
+            let cancelled = d.deny.contains("*") || rule.allow.iter().all(|a| a != "*" && d.deny.contains(a));
+            if cancelled {
+                out.push(format!(
+                    "rule {}: every action it allows is always denied by rule {}",
+                    rule.id, d.id
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::load::parse_file;
+
+    #[test]
+    fn finds_dead_rules() {
+        let p = parse_file(
+            "l.toml",
+            r#"
+[[rule]]
+id = "anon-account"
+kind = "anonymous"
+account = "bob"
+allow = ["pull"]
+[[rule]]
+id = "releases"
+name = "releases/**"
+allow = ["delete"]
+[[rule]]
+id = "no-delete"
+deny = ["delete"]
+[[rule]]
+id = "fine"
+name = "x/**"
+allow = ["pull", "delete"]
+"#,
+        )
+        .unwrap()
+        .policy;
+        let findings = lint(&p);
+        assert!(findings.iter().any(|f| f.contains("anon-account") && f.contains("never match")), "{findings:?}");
+        assert!(findings.iter().any(|f| f.contains("rule releases") && f.contains("no-delete")), "{findings:?}");
+        assert!(!findings.iter().any(|f| f.contains("rule fine")), "{findings:?}");
+    }
+}
