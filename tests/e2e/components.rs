@@ -477,8 +477,8 @@ const DENIAL_MARKERS: &[&str] = &[
     "authentication required",
     "invalid username/password",
     "invalid_grant",
-    "401",
-    "403",
+    "http 401",
+    "http 403",
 ];
 
 impl Stack {
@@ -564,6 +564,10 @@ impl Stack {
                 self.diagnostics()
             );
         }
-        eprintln!("ok: {what} refused ({:?})", out.elapsed);
+        eprintln!(
+            "ok: {what} refused ({:?}): {}",
+            out.elapsed,
+            out.stderr.trim().replace('\n', " / ")
+        );
     }
 }
