@@ -3,13 +3,11 @@
 # Idempotent: does nothing (and touches no package index) when all is present.
 set -euo pipefail
 
-# package -> why the tests need it
-packages=(
-  docker.io       # dockerd + the docker client (20.10): docker login/push/pull against berth
-  docker-registry # distribution 2.8, the registry configured with auth.token -> berth
-  podman          # podman login/push/pull
-  skopeo          # skopeo login/copy, and turning the generated OCI image into a docker-archive
-)
+# Only these four: dockerd runs with --bridge=none --iptables=false and vfs
+# storage, podman as root with vfs, so no uidmap/fuse-overlayfs/slirp4netns;
+# iptables, containerd, runc and containers-common (policy.json) come as
+# dependencies.
+packages=(docker.io docker-registry podman skopeo)
 declare -A why=(
   [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
