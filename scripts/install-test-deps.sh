@@ -3,12 +3,12 @@
 # Idempotent: does nothing (and touches no package index) when all is present.
 set -euo pipefail
 
-# Only these four: dockerd runs with --bridge=none --iptables=false and vfs
-# storage, podman as root with vfs, so no uidmap/fuse-overlayfs/slirp4netns;
-# iptables, containerd, runc and containers-common (policy.json) come as
-# dependencies.
-packages=(docker.io docker-registry podman skopeo)
+# dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
+# root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables, containerd,
+# runc and containers-common (policy.json) come as dependencies.
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins)
 declare -A why=(
+  [containernetworking-plugins]="podman 4.3 (CNI backend) refuses every command, even pull/push, when no CNI plugin dir exists"
   [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
   [podman]="podman login/push/pull end-to-end tests"
