@@ -67,7 +67,10 @@ pub struct Bootstrap {
 
 /// Ensures a signing key exists, generating an ES256 key on first start, and
 /// rewrites the certificate bundle. Returns the keys and the generated name.
-pub fn ensure_keys(config: &Config, now: OffsetDateTime) -> Result<(KeySet, Option<String>), KeyError> {
+pub fn ensure_keys(
+    config: &Config,
+    now: OffsetDateTime,
+) -> Result<(KeySet, Option<String>), KeyError> {
     let dir = &config.keys_dir;
     let has_key = std::fs::read_dir(dir)
         .map(|entries| {
@@ -107,7 +110,12 @@ pub async fn open_store(
             .map_err(AuthError::Internal)?;
         let admin: Username = "admin".parse().map_err(AuthError::Internal)?;
         store
-            .create_user(&admin, &hash, &["admins".to_owned()], OffsetDateTime::now_utc().unix_timestamp())
+            .create_user(
+                &admin,
+                &hash,
+                &["admins".to_owned()],
+                OffsetDateTime::now_utc().unix_timestamp(),
+            )
             .await?;
         boot.admin_created = true;
         if chosen {
@@ -122,11 +130,16 @@ pub fn random_password() -> Result<SecretString, AuthError> {
     let mut raw = [0u8; 18];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
         .map_err(|_| AuthError::Internal("no randomness".into()))?;
-    Ok(SecretString::from(data_encoding::BASE64URL_NOPAD.encode(&raw)))
+    Ok(SecretString::from(
+        data_encoding::BASE64URL_NOPAD.encode(&raw),
+    ))
 }
 
 /// Loads everything and builds the state.
-pub async fn build(config: Config, admin_password: Option<SecretString>) -> Result<(AppState, Bootstrap), StartError> {
+pub async fn build(
+    config: Config,
+    admin_password: Option<SecretString>,
+) -> Result<(AppState, Bootstrap), StartError> {
     let mut boot = Bootstrap::default();
     let now = OffsetDateTime::now_utc();
     let (keys, generated) = ensure_keys(&config, now)?;
@@ -166,9 +179,12 @@ pub async fn serve(
         std::time::Duration::from_secs(1),
     ));
     let router = crate::http::router(state);
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     purge.abort();
     watch.abort();
     result

@@ -217,17 +217,19 @@ impl Config {
 
     fn validate(raw: RawConfig, env: &dyn Env) -> Result<Self, ConfigError> {
         let pick = |var: &str, file: Option<String>| env.var(var).or(file);
-        let duration = |key: &str, var: &str, file: Option<String>, default: Duration| {
-            match pick(var, file) {
+        let duration =
+            |key: &str, var: &str, file: Option<String>, default: Duration| match pick(var, file) {
                 Some(v) => parse_duration(&v).map_err(|p| invalid(key, p)),
                 None => Ok(default),
-            }
-        };
+            };
 
         let listen_s = pick("BERTH_LISTEN", raw.listen).unwrap_or_else(|| "127.0.0.1:5001".into());
-        let listen: SocketAddr = listen_s
-            .parse()
-            .map_err(|_| invalid("listen", format!("{listen_s:?} is not an address like 127.0.0.1:5001")))?;
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_s:?} is not an address like 127.0.0.1:5001"),
+            )
+        })?;
 
         let public_url = pick("BERTH_PUBLIC_URL", raw.public_url)
             .unwrap_or_else(|| format!("http://{listen}"))
@@ -237,7 +239,8 @@ impl Config {
             return Err(invalid("public_url", "must start with http:// or https://"));
         }
 
-        let database = pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
+        let database =
+            pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
         let database = database.strip_prefix("sqlite://").unwrap_or(&database);
         if database.is_empty() {
             return Err(invalid("database", "must not be empty"));
@@ -265,12 +268,23 @@ impl Config {
             return Err(invalid("issuer", "must not be empty"));
         }
 
-        let token_ttl = duration("token_ttl", "BERTH_TOKEN_TTL", raw.token_ttl, Duration::from_secs(300))?;
+        let token_ttl = duration(
+            "token_ttl",
+            "BERTH_TOKEN_TTL",
+            raw.token_ttl,
+            Duration::from_secs(300),
+        )?;
         if token_ttl < MIN_TOKEN_TTL {
-            return Err(invalid("token_ttl", "must be at least 60s (clients assume 60s)"));
+            return Err(invalid(
+                "token_ttl",
+                "must be at least 60s (clients assume 60s)",
+            ));
         }
         if token_ttl > Duration::from_secs(86_400) {
-            return Err(invalid("token_ttl", "must be at most 1d; use refresh tokens for long sessions"));
+            return Err(invalid(
+                "token_ttl",
+                "must be at most 1d; use refresh tokens for long sessions",
+            ));
         }
         let refresh_idle = duration(
             "refresh_idle",
@@ -312,11 +326,17 @@ impl Config {
         let mut services = Vec::new();
         for (i, s) in raw.services.into_iter().enumerate() {
             let key = format!("service[{i}].name");
-            if s.name.trim().is_empty() || s.name.len() > 255 || s.name.chars().any(char::is_control) {
+            if s.name.trim().is_empty()
+                || s.name.len() > 255
+                || s.name.chars().any(char::is_control)
+            {
                 return Err(invalid(&key, "must be a non-empty printable name"));
             }
             if services.iter().any(|x: &ServiceConfig| x.name == s.name) {
-                return Err(invalid(&key, format!("service {:?} is listed twice", s.name)));
+                return Err(invalid(
+                    &key,
+                    format!("service {:?} is listed twice", s.name),
+                ));
             }
             services.push(ServiceConfig {
                 name: s.name,
@@ -419,9 +439,13 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let e = parse("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("line"), "{e}");
-        let e = parse("[[service]]\nname='a'\nkey_id='jwk'").unwrap_err().to_string();
+        let e = parse("[[service]]\nname='a'\nkey_id='jwk'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("jwk"), "{e}");
-        let e = parse("[[service]]\nname='a'\n[[service]]\nname='a'").unwrap_err().to_string();
+        let e = parse("[[service]]\nname='a'\n[[service]]\nname='a'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("service[1]"), "{e}");
         let e = parse("database = 'postgres://x'").unwrap_err().to_string();
         assert!(e.contains("database"), "{e}");

@@ -47,9 +47,15 @@ impl fmt::Display for Username {
 impl FromStr for Username {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
-        let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if s.is_empty() || s.len() > 64 || !s.chars().all(ok_char) || !edge(s.chars().next()) || !edge(s.chars().last())
+        let ok_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+        let edge =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if s.is_empty()
+            || s.len() > 64
+            || !s.chars().all(ok_char)
+            || !edge(s.chars().next())
+            || !edge(s.chars().last())
         {
             return Err(format!(
                 "invalid username {:?}: use 1-64 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
@@ -62,7 +68,11 @@ impl FromStr for Username {
 
 /// Validates a group name: 1-128 printable characters without spaces or commas.
 pub fn parse_group(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',') {
+    if s.is_empty()
+        || s.len() > 128
+        || s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+    {
         return Err(format!("invalid group name {s:?}"));
     }
     Ok(s.to_owned())
@@ -135,7 +145,9 @@ pub struct Authenticator {
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticator").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Authenticator")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,7 +167,8 @@ impl Authenticator {
         let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| AuthError::Internal("no randomness".into()))?;
         let mut random = [0u8; 32];
-        ring::rand::SecureRandom::fill(&rng, &mut random).map_err(|_| AuthError::Internal("no randomness".into()))?;
+        ring::rand::SecureRandom::fill(&rng, &mut random)
+            .map_err(|_| AuthError::Internal("no randomness".into()))?;
         let dummy = password::hash(&SecretString::from(data_encoding::HEXLOWER.encode(&random)))
             .map_err(AuthError::Internal)?;
         let cache = (!settings.cache_ttl.is_zero()).then(|| {
@@ -192,7 +205,10 @@ impl Authenticator {
     }
 
     /// Runs `f` on the blocking pool, at most `hash_concurrency` at a time.
-    async fn hashing<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
         let _permit = self
             .hash_permits
             .acquire()
@@ -204,7 +220,11 @@ impl Authenticator {
     }
 
     /// Checks a username and password.
-    pub async fn password(&self, username: &str, password: SecretString) -> Result<Authenticated, AuthError> {
+    pub async fn password(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<Authenticated, AuthError> {
         let key = self.cache_key(username, &password);
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(&key) {
@@ -231,7 +251,9 @@ impl Authenticator {
         };
         let pw = password.clone();
         let check_hash = stored.clone();
-        let ok = self.hashing(move || password::verify(&pw, &check_hash)).await?;
+        let ok = self
+            .hashing(move || password::verify(&pw, &check_hash))
+            .await?;
         let user = match user {
             Some(u) if ok && !u.disabled => u,
             _ => return Err(AuthError::BadCredentials),
@@ -260,7 +282,11 @@ impl Authenticator {
     async fn upgrade(&self, user: &UserRecord, password: SecretString) {
         match self.hashing(move || password::hash(&password)).await {
             Ok(Ok(new)) => {
-                if let Err(e) = self.store.upgrade_hash(user.id, &user.password_hash, &new).await {
+                if let Err(e) = self
+                    .store
+                    .upgrade_hash(user.id, &user.password_hash, &new)
+                    .await
+                {
                     tracing::warn!(user = %user.username, error = %e, "could not upgrade bcrypt hash");
                 } else {
                     tracing::info!(user = %user.username, "upgraded bcrypt password hash to argon2id");

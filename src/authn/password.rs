@@ -2,7 +2,9 @@
 //! htpasswd files) verified and upgraded. CPU-heavy: callers run these on the
 //! blocking pool.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -42,7 +44,11 @@ pub fn hash(password: &SecretString) -> Result<String, String> {
 pub fn verify(password: &SecretString, stored: &str) -> bool {
     match kind_of(stored) {
         HashKind::Argon2 => PasswordHash::new(stored)
-            .map(|h| Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.expose_secret().as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false),
         HashKind::Bcrypt => bcrypt::verify(password.expose_secret(), stored).unwrap_or(false),
         HashKind::Unknown => false,

@@ -21,13 +21,19 @@ fn token_hash(token: &str) -> Vec<u8> {
 
 impl Authenticator {
     /// Creates and stores a refresh token for `user_id` on `service`.
-    pub async fn issue_refresh(&self, user_id: i64, service: &str, now: i64) -> Result<SecretString, AuthError> {
+    pub async fn issue_refresh(
+        &self,
+        user_id: i64,
+        service: &str,
+        now: i64,
+    ) -> Result<SecretString, AuthError> {
         let mut raw = [0u8; 32];
         self.rng
             .fill(&mut raw)
             .map_err(|_| AuthError::Internal("no randomness".into()))?;
         let token = BASE64URL_NOPAD.encode(&raw);
-        let expires = now + i64::try_from(self.settings.refresh_absolute.as_secs()).unwrap_or(i64::MAX / 2);
+        let expires =
+            now + i64::try_from(self.settings.refresh_absolute.as_secs()).unwrap_or(i64::MAX / 2);
         self.store
             .insert_refresh(&token_hash(&token), user_id, service, now, expires)
             .await?;
@@ -35,7 +41,12 @@ impl Authenticator {
     }
 
     /// Authenticates with a refresh token for `service`.
-    pub async fn refresh(&self, token: &SecretString, service: &str, now: i64) -> Result<Authenticated, AuthError> {
+    pub async fn refresh(
+        &self,
+        token: &SecretString,
+        service: &str,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
         let token = token.expose_secret();
         if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {
             return Err(AuthError::BadRefreshToken);

@@ -56,7 +56,10 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 );
             }
             if set.keys.is_empty() {
-                println!("no keys in {} (berth serve creates one)", config.keys_dir.display());
+                println!(
+                    "no keys in {} (berth serve creates one)",
+                    config.keys_dir.display()
+                );
             }
         }
         KeyCommand::Bundle => {
@@ -69,7 +72,10 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 .published(now)
                 .map(|k| jwks::jwk(k, jwks::kid_for(k, kid)))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?
+            );
         }
     }
     Ok(())

@@ -45,7 +45,10 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: cannot start runtime: {e}");
@@ -72,5 +75,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
         Command::Policy(cmd) => policy::run(config, cmd).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -18,7 +18,7 @@ pub enum PolicyCommand {
     /// Show what a request would be granted, and why.
     Check {
         /// Look the identity up in the database (groups, kind user).
-        #[arg(long, conflicts_with_all = ["account", "group"])]
+        #[arg(long, conflicts_with_all = ["account", "groups"])]
         user: Option<Username>,
         /// Account name, given by hand.
         #[arg(long)]
@@ -71,7 +71,9 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
         "robot" => Ok(Kind::Robot),
         "anonymous" => Ok(Kind::Anonymous),
         "federated" => Ok(Kind::Federated),
-        other => Err(format!("unknown kind {other:?} (user, robot, anonymous, federated)")),
+        other => Err(format!(
+            "unknown kind {other:?} (user, robot, anonymous, federated)"
+        )),
     }
 }
 
@@ -105,7 +107,11 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
                     }
                 }
                 None => Identity {
-                    kind: kind.unwrap_or(if account.is_some() { Kind::User } else { Kind::Anonymous }),
+                    kind: kind.unwrap_or(if account.is_some() {
+                        Kind::User
+                    } else {
+                        Kind::Anonymous
+                    }),
                     subject: account.unwrap_or_default(),
                     groups,
                     via: "check",
@@ -125,7 +131,11 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
                     if show_why {
                         print!("{r}");
                     } else {
-                        let granted = if r.granted.is_empty() { "(nothing)".into() } else { r.granted.join(", ") };
+                        let granted = if r.granted.is_empty() {
+                            "(nothing)".into()
+                        } else {
+                            r.granted.join(", ")
+                        };
                         println!("{} -> {granted}", r.scope);
                     }
                 }
@@ -161,7 +171,11 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
                 println!("{f}");
             }
             if findings.is_empty() {
-                println!("{}: {} rules, no findings", dir.display(), loaded.policy.rules().len());
+                println!(
+                    "{}: {} rules, no findings",
+                    dir.display(),
+                    loaded.policy.rules().len()
+                );
             } else {
                 bail!("{} finding(s)", findings.len());
             }

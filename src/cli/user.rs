@@ -84,7 +84,10 @@ fn now() -> i64 {
 fn read_password(from_stdin: bool) -> anyhow::Result<SecretString> {
     let password = if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading password from stdin")?;
         SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned())
     } else {
         if !std::io::stdin().is_terminal() {
@@ -129,10 +132,15 @@ async fn execute(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
             let pw = read_password(password_stdin)?;
             groups.sort();
             groups.dedup();
-            store.create_user(&name, &hash(pw).await?, &groups, now()).await?;
+            store
+                .create_user(&name, &hash(pw).await?, &groups, now())
+                .await?;
             println!("created user {name}");
         }
-        UserCommand::Passwd { name, password_stdin } => {
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
             let pw = read_password(password_stdin)?;
             store.set_password(&name, &hash(pw).await?, now()).await?;
             println!("password changed for {name}; their sessions were revoked");
@@ -170,7 +178,11 @@ async fn execute(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
                 .find_user(&name)
                 .await?
                 .ok_or_else(|| StoreError::NoSuchUser(name.to_string()))?;
-            let mut groups: Vec<String> = user.groups.into_iter().filter(|g| !remove.contains(g)).collect();
+            let mut groups: Vec<String> = user
+                .groups
+                .into_iter()
+                .filter(|g| !remove.contains(g))
+                .collect();
             groups.extend(add);
             groups.sort();
             groups.dedup();
@@ -193,8 +205,13 @@ async fn execute(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import_htpasswd(store: &Store, file: &std::path::Path, groups: &[String]) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+async fn import_htpasswd(
+    store: &Store,
+    file: &std::path::Path,
+    groups: &[String],
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (mut imported, mut skipped) = (0, 0);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

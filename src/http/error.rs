@@ -54,7 +54,11 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         ApiError {
             basic_challenge: true,
-            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid username or password")
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "invalid username or password",
+            )
         }
     }
 
@@ -69,7 +73,11 @@ impl ApiError {
 
     /// 500 with no detail.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        )
     }
 
     /// The HTTP status.

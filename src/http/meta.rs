@@ -16,8 +16,10 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     let modes: Vec<_> = state.config.services.iter().map(|s| s.key_id).collect();
     let body = jwks::jwks(state.signer.keys().published(now), &modes);
     let mut res = Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
     res
 }
 

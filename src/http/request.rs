@@ -62,22 +62,29 @@ fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     if raw.len() > MAX_PARAMS_LEN {
         return Err(ApiError::invalid_request("request parameters too long"));
     }
-    Ok(form_urlencoded::parse(raw).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+    Ok(form_urlencoded::parse(raw)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
 }
 
-fn parse_scopes<'a>(values: impl Iterator<Item = &'a str>, max: usize) -> Result<Vec<Scope>, ApiError> {
+fn parse_scopes<'a>(
+    values: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> Result<Vec<Scope>, ApiError> {
     let mut scopes = Vec::new();
     for value in values {
         if scopes.len() > max {
             break;
         }
-        let parsed: Scope = value
-            .parse()
-            .map_err(|e: scope::ScopeError| ApiError::invalid_scope(format!("{e} in scope {:?}", truncate(value))))?;
+        let parsed: Scope = value.parse().map_err(|e: scope::ScopeError| {
+            ApiError::invalid_scope(format!("{e} in scope {:?}", truncate(value)))
+        })?;
         scopes.push(parsed);
     }
     if scopes.len() > max {
-        return Err(ApiError::invalid_scope(format!("too many scopes (at most {max})")));
+        return Err(ApiError::invalid_scope(format!(
+            "too many scopes (at most {max})"
+        )));
     }
     Ok(scope::merge(scopes))
 }
@@ -90,7 +97,9 @@ fn single<'a>(params: &'a [(String, String)], key: &str) -> Result<Option<&'a st
     let mut it = params.iter().filter(|(k, _)| k == key);
     let first = it.next().map(|(_, v)| v.as_str());
     if it.next().is_some() {
-        return Err(ApiError::invalid_request(format!("parameter {key} given twice")));
+        return Err(ApiError::invalid_request(format!(
+            "parameter {key} given twice"
+        )));
     }
     Ok(first)
 }
@@ -99,7 +108,9 @@ fn single<'a>(params: &'a [(String, String)], key: &str) -> Result<Option<&'a st
 pub fn basic_credentials(header: &HeaderValue) -> Result<(String, SecretString), ApiError> {
     let bad = |m: &str| ApiError::invalid_request(format!("malformed Authorization header: {m}"));
     let value = header.to_str().map_err(|_| bad("not ASCII"))?;
-    let (scheme, rest) = value.split_once(' ').ok_or_else(|| bad("expected `Basic <base64>`"))?;
+    let (scheme, rest) = value
+        .split_once(' ')
+        .ok_or_else(|| bad("expected `Basic <base64>`"))?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(bad("only the Basic scheme is accepted here"));
     }
@@ -107,7 +118,9 @@ pub fn basic_credentials(header: &HeaderValue) -> Result<(String, SecretString),
         .decode(rest.trim().as_bytes())
         .map_err(|_| bad("invalid base64"))?;
     let text = String::from_utf8(decoded).map_err(|_| bad("credentials are not UTF-8"))?;
-    let (user, pass) = text.split_once(':').ok_or_else(|| bad("expected user:password"))?;
+    let (user, pass) = text
+        .split_once(':')
+        .ok_or_else(|| bad("expected user:password"))?;
     check_lengths(user, pass)?;
     Ok((user.to_owned(), SecretString::from(pass.to_owned())))
 }
@@ -123,10 +136,17 @@ fn check_lengths(user: &str, pass: &str) -> Result<(), ApiError> {
 }
 
 /// Parses a GET token request.
-pub fn parse_get(query: &str, auth: Option<&HeaderValue>, max_scopes: usize) -> Result<TokenRequest, ApiError> {
+pub fn parse_get(
+    query: &str,
+    auth: Option<&HeaderValue>,
+    max_scopes: usize,
+) -> Result<TokenRequest, ApiError> {
     let params = pairs(query.as_bytes())?;
     let scopes = parse_scopes(
-        params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()),
+        params
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.as_str()),
         max_scopes,
     )?;
     let credentials = match auth {
@@ -140,7 +160,9 @@ pub fn parse_get(query: &str, auth: Option<&HeaderValue>, max_scopes: usize) -> 
         service: single(&params, "service")?.map(str::to_owned),
         scopes,
         offline: single(&params, "offline_token")? == Some("true"),
-        account: single(&params, "account")?.filter(|a| !a.is_empty()).map(str::to_owned),
+        account: single(&params, "account")?
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
         credentials,
         grant: Grant::Get,
     })
@@ -217,7 +239,9 @@ mod tests {
         assert_eq!(r.scopes.len(), 2);
         assert!(r.offline);
         assert_eq!(r.account.as_deref(), Some("alice"));
-        assert!(matches!(r.credentials, Credentials::Password { ref username, .. } if username == "alice"));
+        assert!(
+            matches!(r.credentials, Credentials::Password { ref username, .. } if username == "alice")
+        );
     }
 
     #[test]
@@ -239,7 +263,11 @@ mod tests {
             parse_get(&"scope=repository:a:pull&".repeat(1000), None, 32),
             parse_get("", Some(&HeaderValue::from_static("Basic !!!")), 32),
             parse_get("", Some(&HeaderValue::from_static("Bearer abc")), 32),
-            parse_get("", Some(&HeaderValue::from_bytes(b"Basic /w==").unwrap()), 32),
+            parse_get(
+                "",
+                Some(&HeaderValue::from_bytes(b"Basic /w==").unwrap()),
+                32,
+            ),
             parse_get("service=a&service=b", None, 32),
             parse_post(b"grant_type=implicit&client_id=x&service=s", 32),
             parse_post(b"grant_type=password&client_id=x&service=s", 32),

@@ -106,7 +106,12 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
     }
 }
 
-async fn issue(state: &AppState, req: TokenRequest, ip: IpAddr, log: &mut DecisionLog) -> Result<Response, ApiError> {
+async fn issue(
+    state: &AppState,
+    req: TokenRequest,
+    ip: IpAddr,
+    log: &mut DecisionLog,
+) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
     let service = match req.service {
         Some(s) => s,
@@ -144,7 +149,9 @@ async fn issue(state: &AppState, req: TokenRequest, ip: IpAddr, log: &mut Decisi
     log.via = identity.via;
     if let Some(account) = &req.account {
         if identity.kind != policy::Kind::Anonymous && *account != identity.subject {
-            return Err(ApiError::invalid_request("account does not match the authenticated user"));
+            return Err(ApiError::invalid_request(
+                "account does not match the authenticated user",
+            ));
         }
     }
 

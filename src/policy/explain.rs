@@ -34,7 +34,10 @@ pub struct Explanation {
 /// Explains the decision for `scope`.
 pub fn explain(policy: &Policy, req: &Request<'_>, scope: &Scope) -> Explanation {
     let decision = evaluate(policy, req, scope);
-    let matching: Vec<_> = policy.candidates(scope).filter(|r| r.matches(req, scope)).collect();
+    let matching: Vec<_> = policy
+        .candidates(scope)
+        .filter(|r| r.matches(req, scope))
+        .collect();
     let actions = scope
         .actions
         .iter()
@@ -47,7 +50,13 @@ pub fn explain(policy: &Policy, req: &Request<'_>, scope: &Scope) -> Explanation
                 .collect();
             let denied_by = matching
                 .iter()
-                .filter(|r| if star { !r.deny.is_empty() } else { r.deny.contains("*") || r.deny.contains(action) })
+                .filter(|r| {
+                    if star {
+                        !r.deny.is_empty()
+                    } else {
+                        r.deny.contains("*") || r.deny.contains(action)
+                    }
+                })
                 .map(|r| r.id.clone())
                 .collect();
             ActionExplanation {
@@ -67,7 +76,11 @@ pub fn explain(policy: &Policy, req: &Request<'_>, scope: &Scope) -> Explanation
 
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let granted = if self.granted.is_empty() { "(nothing)".to_owned() } else { self.granted.join(", ") };
+        let granted = if self.granted.is_empty() {
+            "(nothing)".to_owned()
+        } else {
+            self.granted.join(", ")
+        };
         writeln!(f, "{} -> {granted}", self.scope)?;
         for a in &self.actions {
             let verdict = if a.granted { "granted" } else { "refused" };

@@ -12,13 +12,19 @@ fn never_matches(rule: &Rule) -> Option<String> {
     let only_anonymous = kinds.is_some_and(|k| k.iter().all(|k| *k == Kind::Anonymous));
     if only_anonymous {
         if rule.account.is_some() {
-            return Some("kind = \"anonymous\" with an `account`: anonymous requests have no account".into());
+            return Some(
+                "kind = \"anonymous\" with an `account`: anonymous requests have no account".into(),
+            );
         }
         if rule.group.is_some() {
-            return Some("kind = \"anonymous\" with a `group`: anonymous requests have no groups".into());
+            return Some(
+                "kind = \"anonymous\" with a `group`: anonymous requests have no groups".into(),
+            );
         }
         if rule.name.as_ref().is_some_and(Pattern::has_placeholders) {
-            return Some("kind = \"anonymous\" with a placeholder in `name`: nothing to bind it to".into());
+            return Some(
+                "kind = \"anonymous\" with a placeholder in `name`: nothing to bind it to".into(),
+            );
         }
     }
     if rule.resource_type.as_deref() == Some("registry") {
@@ -66,7 +72,8 @@ pub fn lint(policy: &Policy) -> Vec<String> {
             if d.deny.is_empty() || !always_with(d, rule) {
                 continue;
             }
-            let cancelled = d.deny.contains("*") || rule.allow.iter().all(|a| a != "*" && d.deny.contains(a));
+            let cancelled =
+                d.deny.contains("*") || rule.allow.iter().all(|a| a != "*" && d.deny.contains(a));
             if cancelled {
                 out.push(format!(
                     "rule {}: every action it allows is always denied by rule {}",
@@ -111,8 +118,21 @@ allow = ["pull", "delete"]
         .unwrap()
         .policy;
         let findings = lint(&p);
-        assert!(findings.iter().any(|f| f.contains("anon-account") && f.contains("never match")), "{findings:?}");
-        assert!(findings.iter().any(|f| f.contains("rule releases") && f.contains("no-delete")), "{findings:?}");
-        assert!(!findings.iter().any(|f| f.contains("rule fine")), "{findings:?}");
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("anon-account") && f.contains("never match")),
+            "{findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("rule releases") && f.contains("no-delete")),
+            "{findings:?}"
+        );
+        assert!(
+            !findings.iter().any(|f| f.contains("rule fine")),
+            "{findings:?}"
+        );
     }
 }

@@ -90,7 +90,11 @@ impl FileCtx<'_> {
         }
     }
 
-    fn pattern(&self, field: Option<Spanned<String>>, placeholders: bool) -> Result<Option<Pattern>, PolicyError> {
+    fn pattern(
+        &self,
+        field: Option<Spanned<String>>,
+        placeholders: bool,
+    ) -> Result<Option<Pattern>, PolicyError> {
         field
             .map(|s| {
                 Pattern::compile(s.get_ref(), placeholders).map_err(|e| self.at(s.span().start, e))
@@ -124,14 +128,25 @@ impl FileCtx<'_> {
         Ok(out)
     }
 
-    fn rule(&self, index: usize, raw: Spanned<RawRule>, warnings: &mut Vec<String>) -> Result<Rule, PolicyError> {
+    fn rule(
+        &self,
+        index: usize,
+        raw: Spanned<RawRule>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Rule, PolicyError> {
         let start = raw.span().start;
         let raw = raw.into_inner();
         let id = match raw.id {
             Some(id) => {
                 let s = id.get_ref();
-                if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                    return Err(self.at(id.span().start, "rule id must be 1-128 printable characters without spaces"));
+                if s.is_empty()
+                    || s.len() > 128
+                    || s.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(self.at(
+                        id.span().start,
+                        "rule id must be 1-128 printable characters without spaces",
+                    ));
                 }
                 id.into_inner()
             }
@@ -147,18 +162,19 @@ impl FileCtx<'_> {
                 };
                 let mut kinds = Vec::new();
                 for s in list {
-                    let kind = match s.as_str() {
-                        "user" => Kind::User,
-                        "robot" => Kind::Robot,
-                        "anonymous" => Kind::Anonymous,
-                        "federated" => Kind::Federated,
-                        other => {
-                            return Err(self.at(
+                    let kind =
+                        match s.as_str() {
+                            "user" => Kind::User,
+                            "robot" => Kind::Robot,
+                            "anonymous" => Kind::Anonymous,
+                            "federated" => Kind::Federated,
+                            other => return Err(self.at(
                                 at,
-                                format!("unknown kind {other:?} (user, robot, anonymous, federated)"),
-                            ))
-                        }
-                    };
+                                format!(
+                                    "unknown kind {other:?} (user, robot, anonymous, federated)"
+                                ),
+                            )),
+                        };
                     kinds.push(kind);
                 }
                 Some(kinds)
@@ -167,9 +183,13 @@ impl FileCtx<'_> {
         let resource_type = match raw.resource_type {
             Some(t) => {
                 let ok = !t.get_ref().is_empty()
-                    && t.get_ref().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                    && t.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
                 if !ok {
-                    return Err(self.at(t.span().start, "type must be lowercase letters and digits"));
+                    return Err(
+                        self.at(t.span().start, "type must be lowercase letters and digits")
+                    );
                 }
                 Some(t.into_inner())
             }
@@ -191,7 +211,9 @@ impl FileCtx<'_> {
                     let net = s
                         .parse::<ipnet::IpNet>()
                         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| self.at(at, format!("{s:?} is not an IP address or CIDR range")))?;
+                        .map_err(|_| {
+                            self.at(at, format!("{s:?} is not an IP address or CIDR range"))
+                        })?;
                     nets.push(net.trunc());
                 }
                 Some(nets)
@@ -266,7 +288,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         location: dir.display().to_string(),
         reason,
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| dir_err(format!("cannot read policy directory: {e}")))?;
     let mut files: Vec<PathBuf> = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| dir_err(e.to_string()))?.path();
@@ -284,7 +307,9 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
             location: name.clone(),
             reason,
         };
-        let size = std::fs::metadata(&path).map_err(|e| file_err(e.to_string()))?.len();
+        let size = std::fs::metadata(&path)
+            .map_err(|e| file_err(e.to_string()))?
+            .len();
         if size > MAX_FILE_BYTES {
             return Err(file_err(format!("file larger than {MAX_FILE_BYTES} bytes")));
         }

@@ -116,7 +116,11 @@ impl PolicyHandle {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 *current = Arc::new(loaded.policy);
-                tracing::info!(generation = status.generation, rules = status.rules, "policy reloaded");
+                tracing::info!(
+                    generation = status.generation,
+                    rules = status.rules,
+                    "policy reloaded"
+                );
                 for w in &loaded.warnings {
                     tracing::warn!("policy: {w}");
                 }
@@ -170,6 +174,88 @@ pub async fn watch(handle: Arc<PolicyHandle>, every: Duration) {
                 let h = handle.clone();
                 let _ = tokio::task::spawn_blocking(move || h.reload()).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(dir: &Path, text: &str) {
+        // A different length guarantees a different fingerprint even within one
+        // mtime tick.
+        std::fs::write(dir.join("p.toml"), text).unwrap();
+    }
+
+    #[test]
+    fn reload_swaps_good_and_keeps_last_good_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "[[rule]]\nallow=['pull']\n");
+        let h = PolicyHandle::load(dir.path()).unwrap();
+        let before = h.current();
+        assert!(!h.reload_if_changed(), "nothing changed yet");
+        write(
+            dir.path(),
+            "[[rule]]\nallow=['pull']\n[[rule]]\nallow=['push']\n",
+        );
+        assert!(h.reload_if_changed());
+        assert_eq!(h.current().rules().len(), 2);
+        assert_eq!(h.status().generation, 2);
+        // The request that started before still holds its policy.
+        assert_eq!(before.rules().len(), 1);
+
+        write(dir.path(), "[[rule]]\nallow=['pull']\nbogus=1\n");
+        assert!(h.reload_if_changed());
+        let st = h.status();
+        assert!(st.stale);
+        assert!(st.error.unwrap().contains("p.toml:3:1"));
+        assert_eq!(
+            h.current().rules().len(),
+            2,
+            "last good policy keeps serving"
+        );
+
+        write(dir.path(), "[[rule]]\nallow=['delete']\n");
+        assert!(h.reload_if_changed());
+        assert!(!h.status().stale);
+        assert_eq!(h.status().generation, 3);
+    }
+
+    #[test]
+    fn same_files_same_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml"),
+            dir.path().join("default.toml"),
+        )
+        .unwrap();
+        let h = PolicyHandle::load(dir.path()).unwrap();
+        let a = h.current();
+        h.reload().unwrap();
+        let b = h.current();
+        let id = crate::policy::Identity {
+            subject: "alice".into(),
+            kind: crate::policy::Kind::User,
+            groups: vec!["admins".into()],
+            via: "t",
+        };
+        let req = crate::policy::Request {
+            identity: &id,
+            service: "registry",
+            ip: None,
+        };
+        for s in [
+            "repository:alice/x:pull,push",
+            "registry:catalog:*",
+            "repository:bob/y:delete",
+        ] {
+            let scope = s.parse().unwrap();
+            assert_eq!(
+                crate::policy::evaluate(&a, &req, &scope),
+                crate::policy::evaluate(&b, &req, &scope)
+            );
         }
     }
 }

@@ -67,7 +67,11 @@ pub struct Report {
 
 impl Case {
     fn identity(&self) -> Identity {
-        let kind = self.kind.unwrap_or(if self.account.is_some() { Kind::User } else { Kind::Anonymous });
+        let kind = self.kind.unwrap_or(if self.account.is_some() {
+            Kind::User
+        } else {
+            Kind::Anonymous
+        });
         Identity {
             subject: self.account.clone().unwrap_or_default(),
             kind,
@@ -124,12 +128,15 @@ pub fn run_files(policy: &Policy, files: &[PathBuf]) -> Result<Report, String> {
     let mut report = Report::default();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let parsed: CaseFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+        let parsed: CaseFile = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
         for (i, case) in parsed.case.iter().enumerate() {
             let label = format!(
                 "{}: {}",
                 path.display(),
-                case.name.clone().unwrap_or_else(|| format!("case {}", i + 1))
+                case.name
+                    .clone()
+                    .unwrap_or_else(|| format!("case {}", i + 1))
             );
             match run_case(policy, label, case) {
                 Ok(()) => report.passed += 1,

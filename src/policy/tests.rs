@@ -34,14 +34,20 @@ const DEFAULT: &str = include_str!("../../policies/default.toml");
 fn default_policy() {
     let p = policy(DEFAULT);
     let alice = user("alice", &[]);
-    assert_eq!(eval(&p, &alice, "repository:alice/app:pull,push"), ["pull", "push"]);
+    assert_eq!(
+        eval(&p, &alice, "repository:alice/app:pull,push"),
+        ["pull", "push"]
+    );
     assert_eq!(eval(&p, &alice, "repository:alice/a/b:delete"), ["delete"]);
     assert!(eval(&p, &alice, "repository:bob/app:pull,push").is_empty());
     assert!(eval(&p, &alice, "registry:catalog:*").is_empty());
     assert!(eval(&p, &alice, "repository:alice/app:*").is_empty());
     let admin = user("admin", &["admins"]);
     assert_eq!(eval(&p, &admin, "registry:catalog:*"), ["*"]);
-    assert_eq!(eval(&p, &admin, "repository:bob/app:pull,push"), ["pull", "push"]);
+    assert_eq!(
+        eval(&p, &admin, "repository:bob/app:pull,push"),
+        ["pull", "push"]
+    );
     let anon = Identity::anonymous();
     assert!(eval(&p, &anon, "repository:alice/app:pull").is_empty());
 }
@@ -105,7 +111,10 @@ fn load_errors_have_locations() {
     ];
     for (text, loc) in cases {
         let e = parse_file("f.toml", text).unwrap_err();
-        assert!(e.location.starts_with("f.toml:") && e.location.contains(loc), "{text:?} -> {e}");
+        assert!(
+            e.location.starts_with("f.toml:") && e.location.contains(loc),
+            "{text:?} -> {e}"
+        );
     }
     let w = parse_file("f.toml", "[[rule]]\nallow = ['frob']\n").unwrap();
     assert_eq!(w.warnings.len(), 1);
@@ -114,8 +123,16 @@ fn load_errors_have_locations() {
 #[test]
 fn duplicate_ids_across_files() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.toml"), "[[rule]]\nid='x'\nallow=['pull']\n").unwrap();
-    std::fs::write(dir.path().join("b.toml"), "[[rule]]\nid='x'\nallow=['pull']\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[[rule]]\nid='x'\nallow=['pull']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[[rule]]\nid='x'\nallow=['pull']\n",
+    )
+    .unwrap();
     let e = load_dir(dir.path()).unwrap_err();
     assert!(e.reason.contains("duplicate"), "{e}");
 }
@@ -125,7 +142,10 @@ fn hostile_files() {
     assert!(parse_file("f.toml", "").unwrap().policy.rules().is_empty());
     let nested = format!("a = {}{}", "[".repeat(5000), "]".repeat(5000));
     assert!(parse_file("f.toml", &nested).is_err());
-    let stars = format!("[[rule]]\nname = '{}'\nallow=['pull']\n", "*".repeat(10_000));
+    let stars = format!(
+        "[[rule]]\nname = '{}'\nallow=['pull']\n",
+        "*".repeat(10_000)
+    );
     assert!(parse_file("f.toml", &stars).is_err());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bin.toml"), [0xffu8, 0xfe, 0, 1]).unwrap();
@@ -169,7 +189,9 @@ fn arb_request() -> impl Strategy<Value = (Identity, Scope)> {
         .prop_map(|(acct, groups, name, actions)| {
             let id = user(acct, &groups);
             let actions: Vec<_> = actions.into_iter().collect();
-            let scope = format!("repository:{name}:{}", actions.join(",")).parse().unwrap();
+            let scope = format!("repository:{name}:{}", actions.join(","))
+                .parse()
+                .unwrap();
             (id, scope)
         })
 }

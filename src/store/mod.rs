@@ -182,10 +182,11 @@ impl Store {
 
     /// The current `(epoch, disabled)` of a user, or `None` if deleted.
     pub async fn user_state(&self, id: i64) -> Result<Option<(i64, bool)>, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT epoch, disabled FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT epoch, disabled FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(e, d)| (e, d != 0)))
     }
 
@@ -196,8 +197,15 @@ impl Store {
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn update_user(&self, name: &Username, set: &str, bind: Option<String>, now: i64) -> Result<(), StoreError> {
-        let sql = format!("UPDATE users SET {set}, epoch = epoch + 1, updated_at = ? WHERE username = ?");
+    async fn update_user(
+        &self,
+        name: &Username,
+        set: &str,
+        bind: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sql =
+            format!("UPDATE users SET {set}, epoch = epoch + 1, updated_at = ? WHERE username = ?");
         let mut q = sqlx::query(&sql);
         if let Some(b) = bind {
             q = q.bind(b);
@@ -210,8 +218,14 @@ impl Store {
     }
 
     /// Sets a new password hash and revokes the user's refresh tokens.
-    pub async fn set_password(&self, name: &Username, hash: &str, now: i64) -> Result<(), StoreError> {
-        self.update_user(name, "password_hash = ?", Some(hash.to_owned()), now).await?;
+    pub async fn set_password(
+        &self,
+        name: &Username,
+        hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.update_user(name, "password_hash = ?", Some(hash.to_owned()), now)
+            .await?;
         self.revoke_sessions(name).await?;
         Ok(())
     }
@@ -229,8 +243,17 @@ impl Store {
     }
 
     /// Disables or enables a user; disabling revokes their refresh tokens.
-    pub async fn set_disabled(&self, name: &Username, disabled: bool, now: i64) -> Result<(), StoreError> {
-        let set = if disabled { "disabled = 1" } else { "disabled = 0" };
+    pub async fn set_disabled(
+        &self,
+        name: &Username,
+        disabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let set = if disabled {
+            "disabled = 1"
+        } else {
+            "disabled = 0"
+        };
         self.update_user(name, set, None, now).await?;
         if disabled {
             self.revoke_sessions(name).await?;
@@ -239,8 +262,14 @@ impl Store {
     }
 
     /// Replaces a user's groups.
-    pub async fn set_groups(&self, name: &Username, groups: &[String], now: i64) -> Result<(), StoreError> {
-        self.update_user(name, "groups = ?", Some(groups_json(groups)), now).await
+    pub async fn set_groups(
+        &self,
+        name: &Username,
+        groups: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.update_user(name, "groups = ?", Some(groups_json(groups)), now)
+            .await
     }
 
     /// Deletes a user (and, by cascade, their refresh tokens).
@@ -291,7 +320,10 @@ impl Store {
     }
 
     /// Looks a refresh token up by hash, with its user.
-    pub async fn find_refresh(&self, token_hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
+    pub async fn find_refresh(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, r.service, r.last_used_at, r.expires_at
              FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = ?"
@@ -330,11 +362,12 @@ impl Store {
 
     /// Deletes refresh tokens past their absolute expiry or idle for `idle` seconds.
     pub async fn purge_refresh(&self, now: i64, idle: i64) -> Result<u64, StoreError> {
-        let res = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ? OR last_used_at <= ?")
-            .bind(now)
-            .bind(now - idle)
-            .execute(&self.pool)
-            .await?;
+        let res =
+            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ? OR last_used_at <= ?")
+                .bind(now)
+                .bind(now - idle)
+                .execute(&self.pool)
+                .await?;
         Ok(res.rows_affected())
     }
 

@@ -184,12 +184,16 @@ impl SigningKey {
         let crt_path = dir.join(format!("{name}.crt"));
         let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let cert_pem = fs::read_to_string(&crt_path).map_err(io_err(&crt_path))?;
-        let key_der = pem::parse(&key_pem)
-            .map_err(|e| invalid(&key_path, format!("not PEM: {e}")))?;
+        let key_der =
+            pem::parse(&key_pem).map_err(|e| invalid(&key_path, format!("not PEM: {e}")))?;
         if key_der.tag() != "PRIVATE KEY" {
-            return Err(invalid(&key_path, "expected a PKCS#8 \"PRIVATE KEY\" PEM block"));
+            return Err(invalid(
+                &key_path,
+                "expected a PKCS#8 \"PRIVATE KEY\" PEM block",
+            ));
         }
-        let cert = pem::parse(&cert_pem).map_err(|e| invalid(&crt_path, format!("not PEM: {e}")))?;
+        let cert =
+            pem::parse(&cert_pem).map_err(|e| invalid(&crt_path, format!("not PEM: {e}")))?;
         let cert_der = cert.contents().to_vec();
         let (_, x509) = X509Certificate::from_der(&cert_der)
             .map_err(|e| invalid(&crt_path, format!("not an X.509 certificate: {e}")))?;
@@ -198,7 +202,10 @@ impl SigningKey {
             Ok(X509PublicKey::EC(point)) => {
                 let data = point.data();
                 if data.len() != 65 || data[0] != 4 {
-                    return Err(invalid(&crt_path, "only uncompressed P-256 points are supported"));
+                    return Err(invalid(
+                        &crt_path,
+                        "only uncompressed P-256 points are supported",
+                    ));
                 }
                 PublicKey::Ec {
                     crv: "P-256",
@@ -240,7 +247,10 @@ impl SigningKey {
         // The certificate must certify this very key, or registries would trust
         // a different key than the one that signs.
         if pair_public != spki.subject_public_key.data.as_ref() {
-            return Err(invalid(&crt_path, format!("certificate does not match {name}.key")));
+            return Err(invalid(
+                &crt_path,
+                format!("certificate does not match {name}.key"),
+            ));
         }
         let to_time = |t: x509_parser::time::ASN1Time| t.to_datetime();
         Ok(SigningKey {
@@ -318,7 +328,8 @@ impl KeySet {
         fs::write(&path, self.bundle_pem(now)).map_err(io_err(&path))?;
         let path = self.dir.join(JWKS_FILE);
         let jwks = super::jwks::jwks(self.published(now), &[crate::config::KeyIdMode::Thumbprint]);
-        fs::write(&path, serde_json::to_vec_pretty(&jwks).unwrap_or_default()).map_err(io_err(&path))
+        fs::write(&path, serde_json::to_vec_pretty(&jwks).unwrap_or_default())
+            .map_err(io_err(&path))
     }
 }
 
@@ -412,7 +423,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let a = generate(dir.path(), Algorithm::Es256, now).unwrap();
-        let b = generate(dir.path(), Algorithm::Es256, now + time::Duration::seconds(1)).unwrap();
+        let b = generate(
+            dir.path(),
+            Algorithm::Es256,
+            now + time::Duration::seconds(1),
+        )
+        .unwrap();
         fs::copy(
             dir.path().join(format!("{b}.crt")),
             dir.path().join(format!("{a}.crt")),

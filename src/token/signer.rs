@@ -98,7 +98,13 @@ impl Signer {
         let headers = keys
             .keys
             .iter()
-            .map(|k| config.services.iter().map(|s| header(k, s.key_id)).collect())
+            .map(|k| {
+                config
+                    .services
+                    .iter()
+                    .map(|s| header(k, s.key_id))
+                    .collect()
+            })
             .collect();
         Signer {
             keys,
@@ -205,16 +211,20 @@ mod tests {
     fn decoding_key(s: &Signer) -> jsonwebtoken::DecodingKey {
         let key = &s.keys().keys[0];
         match &key.public {
-            crate::token::keys::PublicKey::Ec { x, y, .. } => jsonwebtoken::DecodingKey::from_ec_components(
-                &BASE64URL_NOPAD.encode(x),
-                &BASE64URL_NOPAD.encode(y),
-            )
-            .unwrap(),
-            crate::token::keys::PublicKey::Rsa { n, e } => jsonwebtoken::DecodingKey::from_rsa_components(
-                &BASE64URL_NOPAD.encode(n),
-                &BASE64URL_NOPAD.encode(e),
-            )
-            .unwrap(),
+            crate::token::keys::PublicKey::Ec { x, y, .. } => {
+                jsonwebtoken::DecodingKey::from_ec_components(
+                    &BASE64URL_NOPAD.encode(x),
+                    &BASE64URL_NOPAD.encode(y),
+                )
+                .unwrap()
+            }
+            crate::token::keys::PublicKey::Rsa { n, e } => {
+                jsonwebtoken::DecodingKey::from_rsa_components(
+                    &BASE64URL_NOPAD.encode(n),
+                    &BASE64URL_NOPAD.encode(e),
+                )
+                .unwrap()
+            }
         }
     }
 
@@ -230,17 +240,24 @@ mod tests {
         let mut v = jsonwebtoken::Validation::new(jalg);
         v.set_audience(&["reg"]);
         v.set_issuer(&["iss"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(&t.token, &decoding_key(&s), &v).unwrap();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(&t.token, &decoding_key(&s), &v).unwrap();
         let c = data.claims;
         assert_eq!(c["sub"], "alice");
         assert!(c["aud"].is_string(), "aud must be a JSON string");
-        assert_eq!(c["access"][0]["actions"], serde_json::json!(["pull", "push"]));
+        assert_eq!(
+            c["access"][0]["actions"],
+            serde_json::json!(["pull", "push"])
+        );
         assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300);
         assert!(c["nbf"].as_i64().unwrap() < c["iat"].as_i64().unwrap());
         let key = &s.keys().keys[0];
         match mode {
             "libtrust" => assert_eq!(data.header.kid.as_deref(), Some(key.kid_libtrust.as_str())),
-            "thumbprint" => assert_eq!(data.header.kid.as_deref(), Some(key.kid_thumbprint.as_str())),
+            "thumbprint" => assert_eq!(
+                data.header.kid.as_deref(),
+                Some(key.kid_thumbprint.as_str())
+            ),
             _ => {
                 assert!(data.header.kid.is_none());
                 assert_eq!(data.header.x5c.unwrap()[0], BASE64.encode(&key.cert_der));
