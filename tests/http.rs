@@ -999,7 +999,7 @@ async fn bad_form_bodies() {
         )
         .await,
     );
-    let pw = |user: &'static str, scope: String| -> Vec<u8> {
+    let pw = |user: &str, scope: String| -> Vec<u8> {
         format!(
             "grant_type=password&username={}&password=wonderland&client_id=t&service={SVC}&scope={}",
             enc(user),
@@ -1018,7 +1018,7 @@ async fn bad_form_bodies() {
         ("1000 scopes", pw("alice", "repository:alice/app:pull ".repeat(1000))),
         ("sql user", pw("' OR 1=1 --", String::new())),
         ("nul user", pw("ali\0ce", String::new())),
-        ("long user", pw(Box::leak("a".repeat(300).into_boxed_str()), String::new())),
+        ("long user", pw(&"a".repeat(300), String::new())),
         (
             "refresh for another service",
             format!("grant_type=refresh_token&refresh_token={refresh}&client_id=t&service=other.test").into_bytes(),
@@ -1041,40 +1041,48 @@ async fn bad_form_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_form_body_is_rejected_with_json() {
     let s = TestServer::start(Opts::default()).await;
+    let mut answers: Vec<(String, Resp)> = Vec::new();
     for len in [65 * 1024, 100 * 1024] {
         let body = format!("grant_type=password&x={}", "a".repeat(len));
-        let r = s.post_raw(body.into_bytes()).await;
-        r.client_error_json(&format!("{len}-byte body"));
+        answers.push((
+            format!("{len}-byte body"),
+            s.post_raw(body.into_bytes()).await,
+        ));
     }
     let body = format!(
         "grant_type=password&client_id=t&service={SVC}&username=alice&password={}",
         "a".repeat(200 * 1024)
     );
     // With Content-Length, via the client library…
-    let r = s.post_raw(body.clone().into_bytes()).await;
-    assert!(
-        r.status == 413 || r.status == 400,
-        "200 KB body: {} {}",
-        r.status,
-        r.text()
-    );
-    r.client_error_json("200 KB body (content-length)");
+    answers.push((
+        "200 KB body (content-length)".into(),
+        s.post_raw(body.clone().into_bytes()).await,
+    ));
     // …and chunked, without a length up front.
-    let mut req = b"POST /token HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req = b"POST /token HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+        Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
     for chunk in body.as_bytes().chunks(16 * 1024) {
         req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         req.extend_from_slice(chunk);
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    let r = s.raw(&req).await;
+    answers.push(("200 KB body (chunked)".into(), s.raw(&req).await));
+
+    // Every case is checked before failing, so one run shows them all.
+    let bad: Vec<String> = answers
+        .iter()
+        .filter(|(_, r)| !((r.status == 413 || r.status == 400) && r.json()["error"].is_string()))
+        .map(|(what, r)| format!("{what}: {} {:?}", r.status, r.text()))
+        .collect();
     assert!(
-        r.status == 413 || r.status == 400,
-        "200 KB chunked: {} {}",
-        r.status,
-        r.text()
+        bad.is_empty(),
+        "oversized forms must get 413/400 with a JSON `error` body:\n{}",
+        bad.join("\n")
     );
-    r.client_error_json("200 KB body (chunked)");
+    // The server is still fine afterwards.
+    s.get_path("/healthz").await.ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -1176,4 +1184,107 @@ fn random_requests_never_get_a_5xx() {
         })
         .unwrap();
     drop(s);
+}
+
+// ---------------------------------------------------------------------------
+// Refresh expiry, policy reload, concurrency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_refresh_token_expires() {
+    let s = TestServer::start(Opts {
+        refresh_idle: "2s",
+        ..Opts::default()
+    })
+    .await;
+    s.add_user("alice", "wonderland", &[]).await;
+    let t = refresh_of(
+        &s.get(
+            &format!("offline_token=true&service={SVC}"),
+            Some(("alice", "wonderland")),
+        )
+        .await,
+    );
+    // Unix-second granularity: right after issue at most 1 s has passed (< 2 s idle);
+    // 3.1 s later at least 3 s have.
+    s.post(&refresh_form(&t, SVC, "")).await.ok();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    s.post(&refresh_form(&t, SVC, ""))
+        .await
+        .err(400, "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_apply_without_restart() {
+    const BEFORE: &str =
+        "[[rule]]\nid = \"a\"\ntype = \"repository\"\nname = \"shared/**\"\nallow = [\"pull\"]\n";
+    const AFTER: &str = "[[rule]]\nid = \"a\"\ntype = \"repository\"\nname = \"shared/**\"\nallow = [\"pull\", \"push\"]\n\n";
+    let s = TestServer::start(Opts {
+        policy: Some(BEFORE),
+        ..Opts::default()
+    })
+    .await;
+    s.add_user("alice", "wonderland", &[]).await;
+    let alice = Some(("alice", "wonderland"));
+    let q = format!("service={SVC}&scope=repository:shared/app:pull,push");
+    assert_eq!(
+        entry(&s.access(&q, alice).await, "shared/app")["actions"],
+        json!(["pull"])
+    );
+    let file = s.policy_dir.as_ref().unwrap().join("test.toml");
+
+    std::fs::write(&file, AFTER).unwrap();
+    let mut granted = Value::Null;
+    for _ in 0..50 {
+        granted = entry(&s.access(&q, alice).await, "shared/app")["actions"].clone();
+        if granted == json!(["pull", "push"]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        granted,
+        json!(["pull", "push"]),
+        "new policy not applied within 5 s"
+    );
+
+    // A broken file: the last good policy keeps serving; health says degraded.
+    std::fs::write(&file, "[[rule]\nthis is not toml").unwrap();
+    let mut health = Value::Null;
+    for _ in 0..50 {
+        health = s.get_path("/healthz").await.ok();
+        if health["status"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        entry(&s.access(&q, alice).await, "shared/app")["actions"],
+        json!(["pull", "push"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests() {
+    let s = std::sync::Arc::new(TestServer::start(Opts::default()).await);
+    s.add_user("alice", "wonderland", &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let pw = if i % 2 == 0 { "wonderland" } else { "wrong" };
+            let r = s
+                .get(
+                    &format!("service={SVC}&scope=repository:alice/app:pull"),
+                    Some(("alice", pw)),
+                )
+                .await;
+            (i, r.status, r.header("cache-control").map(str::to_owned))
+        }));
+    }
+    for t in tasks {
+        let (i, status, cache) = t.await.unwrap();
+        assert_eq!(status, if i % 2 == 0 { 200 } else { 401 }, "request {i}");
+        assert_eq!(cache.as_deref(), Some("no-store"), "request {i}");
+    }
 }

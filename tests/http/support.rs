@@ -35,6 +35,8 @@ pub struct Opts {
     pub cache_ttl: &'static str,
     /// `token_ttl`.
     pub token_ttl: &'static str,
+    /// `refresh_idle` (and `refresh_absolute`, twice as long).
+    pub refresh_idle: &'static str,
 }
 
 impl Default for Opts {
@@ -48,6 +50,7 @@ impl Default for Opts {
             policy: None,
             cache_ttl: "5m",
             token_ttl: "5m",
+            refresh_idle: "1d",
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The policy directory, when the test wrote its own policy.
+    pub policy_dir: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     _dir: TempDir,
 }
@@ -156,6 +161,7 @@ impl TestServer {
     /// Starts a server with `opts`.
     pub async fn start(opts: Opts) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let own_policy = opts.policy.is_some();
         let policies: PathBuf = match opts.policy {
             Some(text) => {
                 let p = dir.path().join("policies");
@@ -167,14 +173,15 @@ impl TestServer {
         };
         let mut text = format!(
             "listen = '127.0.0.1:0'\npublic_url = 'http://127.0.0.1:1'\ndatabase = {db}\nkeys_dir = {keys}\n\
-             policies_dir = {pol}\nissuer = '{ISSUER}'\ntoken_ttl = '{ttl}'\nrefresh_idle = '1d'\n\
-             refresh_absolute = '2d'\ncredential_cache_ttl = '{cache}'\ncredential_cache_size = 100\n\
+             policies_dir = {pol}\nissuer = '{ISSUER}'\ntoken_ttl = '{ttl}'\nrefresh_idle = '{idle}'\n\
+             refresh_absolute = '{idle}'\ncredential_cache_ttl = '{cache}'\ncredential_cache_size = 100\n\
              max_scopes = 32\nhash_concurrency = 4\n",
             db = toml_path(&dir.path().join("berth.db")),
             keys = toml_path(&dir.path().join("keys")),
             pol = toml_path(&policies),
             ttl = opts.token_ttl,
             cache = opts.cache_ttl,
+            idle = opts.refresh_idle,
         );
         for (name, mode) in &opts.services {
             text.push_str(&format!(
@@ -200,6 +207,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             addr,
             client: reqwest::Client::new(),
+            policy_dir: own_policy.then_some(policies),
             stop: Some(tx),
             _dir: dir,
         }
