@@ -271,7 +271,7 @@ pub fn merge(scopes: Vec<Scope>) -> Vec<Scope> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use proptest::prelude::*;
 

@@ -62,6 +62,21 @@ impl ApiError {
         }
     }
 
+    /// A request body axum refused to buffer (too large, bad length).
+    pub fn body_rejected(status: StatusCode) -> Self {
+        let description = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body too large (at most {} bytes)", super::MAX_BODY)
+        } else {
+            "request body could not be read".to_owned()
+        };
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self::new(status, "invalid_request", description)
+    }
+
     /// 503: a backend is unreachable.
     pub fn unavailable(what: &str) -> Self {
         Self::new(
@@ -98,9 +113,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // RFC 6749 fields for OAuth clients, plus the registry-style `errors` array
+        // that docker prints as the reason.
+        let registry_code = match self.status {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            s if s.is_server_error() => "UNAVAILABLE",
+            _ => "DENIED",
+        };
         let body = Json(serde_json::json!({
             "error": self.code,
             "error_description": self.description,
+            "errors": [{ "code": registry_code, "message": self.description }],
         }));
         let mut res = (self.status, body).into_response();
         let headers = res.headers_mut();

@@ -220,7 +220,7 @@ pub fn parse_post(body: &[u8], max_scopes: usize) -> Result<TokenRequest, ApiErr
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use proptest::prelude::*;
 

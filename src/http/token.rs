@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -54,10 +55,12 @@ pub async fn get(
 pub async fn post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let parsed = request::parse_post(&body, state.config.max_scopes);
+    let parsed = body
+        .map_err(|rejection| ApiError::body_rejected(rejection.status()))
+        .and_then(|body| request::parse_post(&body, state.config.max_scopes));
     respond(&state, parsed, peer.ip(), started).await
 }
 

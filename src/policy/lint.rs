@@ -88,7 +88,7 @@ pub fn lint(policy: &Policy) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::policy::load::parse_file;
 

@@ -162,19 +162,20 @@ impl FileCtx<'_> {
                 };
                 let mut kinds = Vec::new();
                 for s in list {
-                    let kind =
-                        match s.as_str() {
-                            "user" => Kind::User,
-                            "robot" => Kind::Robot,
-                            "anonymous" => Kind::Anonymous,
-                            "federated" => Kind::Federated,
-                            other => return Err(self.at(
+                    let kind = match s.as_str() {
+                        "user" => Kind::User,
+                        "robot" => Kind::Robot,
+                        "anonymous" => Kind::Anonymous,
+                        "federated" => Kind::Federated,
+                        other => {
+                            return Err(self.at(
                                 at,
                                 format!(
                                     "unknown kind {other:?} (user, robot, anonymous, federated)"
                                 ),
-                            )),
-                        };
+                            ))
+                        }
+                    };
                     kinds.push(kind);
                 }
                 Some(kinds)

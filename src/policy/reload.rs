@@ -180,7 +180,7 @@ pub async fn watch(handle: Arc<PolicyHandle>, every: Duration) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn write(dir: &Path, text: &str) {

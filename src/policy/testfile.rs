@@ -82,14 +82,16 @@ impl Case {
 }
 
 /// Runs one case.
-pub fn run_case(policy: &Policy, label: String, case: &Case) -> Result<(), Failure> {
+pub fn run_case(policy: &Policy, label: String, case: &Case) -> Result<(), Box<Failure>> {
     let expected: BTreeSet<String> = case.expect.iter().cloned().collect();
-    let scope: Scope = case.scope.parse().map_err(|e| Failure {
-        case: label.clone(),
-        expected: expected.iter().cloned().collect(),
-        got: Vec::new(),
-        explanation: None,
-        problem: Some(format!("invalid scope {:?}: {e}", case.scope)),
+    let scope: Scope = case.scope.parse().map_err(|e| {
+        Box::new(Failure {
+            case: label.clone(),
+            expected: expected.iter().cloned().collect(),
+            got: Vec::new(),
+            explanation: None,
+            problem: Some(format!("invalid scope {:?}: {e}", case.scope)),
+        })
     })?;
     let identity = case.identity();
     let req = Request {
@@ -102,13 +104,13 @@ pub fn run_case(policy: &Policy, label: String, case: &Case) -> Result<(), Failu
     if got == expected {
         return Ok(());
     }
-    Err(Failure {
+    Err(Box::new(Failure {
         case: label,
         expected: expected.into_iter().collect(),
         got: got.into_iter().collect(),
         explanation: Some(explanation),
         problem: None,
-    })
+    }))
 }
 
 /// Test files in `dir` (`*.toml`, sorted).
@@ -140,7 +142,7 @@ pub fn run_files(policy: &Policy, files: &[PathBuf]) -> Result<Report, String> {
             );
             match run_case(policy, label, case) {
                 Ok(()) => report.passed += 1,
-                Err(f) => report.failures.push(f),
+                Err(f) => report.failures.push(*f),
             }
         }
     }

@@ -387,7 +387,7 @@ pub fn generate(dir: &Path, alg: Algorithm, now: OffsetDateTime) -> Result<Strin
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

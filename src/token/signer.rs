@@ -181,7 +181,7 @@ impl Signer {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::config::Env;
     use crate::token::keys::{generate, Algorithm};
