@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# berth load test: drives /token with N concurrent connections and reports
+# tokens/s, p50/p99 latency, errors and peak RSS, next to the machine's own
+# single-core signing rates (openssl speed) measured in the same run.
+#
+#   scripts/load.sh [-c CONNECTIONS] [-d SECONDS]
+#
+#   -c  concurrent connections per scenario (default 8)
+#   -d  seconds per scenario (default 10)
+#
+# Scenarios (each: wrk -t2 -c$C -d${D}s --latency, after one curl sanity request
+# that must return 200 with a token):
+#   basic-es256    GET /token with warm Basic auth (credential cache hit)
+#   refresh-es256  POST /token, grant_type=refresh_token
+#   anon-es256     GET /token without credentials
+#   basic-rs256    as basic-es256, against a server whose only key is RSA-2048
+#
+# The server runs with RUST_LOG=warn so the per-request decision log line
+# (target berth::decision, level info) is not part of the measurement; set
+# LOAD_RUST_LOG=info to measure with it. The summary is printed and written to
+# target/load-report.txt. Everything listens on 127.0.0.1 only; servers and the
+# temp dir are removed on exit, also on failure.
+#
+# Targets (benchmark goals, not assertions; the script exits 0 when they miss):
+#   basic  tokens/s >= 0.5 x single-core ES256 sign/s   (openssl speed ecdsap256)
+#   refresh tokens/s >= 0.4 x single-core ES256 sign/s
+#   RS256 basic tokens/s >= 1.5 x single-core RSA-2048 sign/s (openssl speed rsa2048)
+#   p99 <= 5 ms at 8 connections; peak RSS (VmHWM) <= 64 MiB
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+CONNS=8
+DURATION=10
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+while getopts ":c:d:h" opt; do
+  case $opt in
+    c) CONNS=$OPTARG ;;
+    d) DURATION=$OPTARG ;;
+    h) usage; exit 0 ;;
+    :) echo "load.sh: -$OPTARG needs a value" >&2; exit 2 ;;
+    *) echo "load.sh: unknown option -$OPTARG" >&2; usage >&2; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+[[ $# -eq 0 ]] || { echo "load.sh: unexpected argument: $1" >&2; exit 2; }
+[[ $CONNS =~ ^[1-9][0-9]*$ && $CONNS -le 10000 ]] || { echo "load.sh: -c must be 1..10000" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ && $DURATION -le 600 ]] || { echo "load.sh: -d must be 1..600 seconds" >&2; exit 2; }
+THREADS=2
+((CONNS < THREADS)) && THREADS=$CONNS
+SERVER_LOG_LEVEL=${LOAD_RUST_LOG:-warn}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- tools
+command -v openssl >/dev/null || die "openssl is required (Debian package openssl)"
+command -v curl >/dev/null || die "curl is required (Debian package curl)"
+if ! command -v wrk >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing wrk (apt-get install -y wrk)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null ||
+      { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; } ||
+      die "could not install wrk with apt-get"
+  fi
+  command -v wrk >/dev/null ||
+    die "wrk is required: install it (Debian/Ubuntu: sudo apt-get install wrk) and run again"
+fi
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+log "cargo build --release"
+cargo build --release
+BIN=$TARGET_DIR/release/berth
+[[ -x $BIN ]] || die "no binary at $BIN after cargo build --release"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-load.XXXXXX")
+SERVER_PID=
+cleanup() {
+  local rc=$?
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A child that exited stays a zombie until waited for; kill -0 still succeeds then.
+alive() { [[ -r /proc/$1/status ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    return
+  fi
+  local p i
+  for i in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port found"
+}
+
+PORT=$(free_port)
+BASE=http://127.0.0.1:$PORT
+ADMIN_PW=load-admin-$RANDOM$RANDOM
+ALICE_PW=load-alice-$RANDOM$RANDOM
+KEYS_DIR=$TMP/keys
+
+# The load test's environment for berth (BERTH_CONFIG and RUST_LOG of the
+# caller are not inherited).
+berth_env() {
+  BERTH_ENV=(env -u BERTH_CONFIG
+    BERTH_LISTEN="127.0.0.1:$PORT"
+    BERTH_PUBLIC_URL="$BASE"
+    BERTH_DATABASE="$TMP/berth.db"
+    BERTH_KEYS_DIR="$KEYS_DIR"
+    BERTH_POLICIES_DIR="$ROOT/policies"
+    BERTH_ADMIN_PASSWORD="$ADMIN_PW"
+    RUST_LOG="$SERVER_LOG_LEVEL")
+}
+berth() {
+  berth_env
+  "${BERTH_ENV[@]}" "$BIN" "$@"
+}
+
+start_server() {
+  local name=$1
+  SERVER_LOG=$TMP/server-$name.log
+  berth_env
+  # A simple command (env execs berth), not a function, so $! is berth's pid.
+  "${BERTH_ENV[@]}" "$BIN" serve >"$SERVER_LOG" 2>&1 &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 1 150); do
+    if curl -fsS --max-time 1 "$BASE/healthz" >/dev/null 2>&1; then
+      [[ $(readlink "/proc/$SERVER_PID/exe" 2>/dev/null) == "$(readlink -f "$BIN")"* ]] ||
+        die "pid $SERVER_PID is not $BIN"
+      log "berth ($name) up on $BASE, pid $SERVER_PID"
+      return
+    fi
+    if ! alive "$SERVER_PID"; then
+      cat "$SERVER_LOG" >&2
+      die "berth serve exited during start"
+    fi
+    sleep 0.2
+  done
+  cat "$SERVER_LOG" >&2
+  die "berth did not answer $BASE/healthz within 30 s"
+}
+
+# Stops the server; its peak RSS in KiB (VmHWM) is left in LAST_RSS.
+stop_server() {
+  LAST_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
+  LAST_RSS=${LAST_RSS:-0}
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+BASIC=$(printf '%s' "alice:$ALICE_PW" | base64 -w0)
+SCOPE_PUSH='repository%3Aalice%2Fapp%3Apull%2Cpush'
+SCOPE_PULL='repository%3Aalice%2Fapp%3Apull'
+BASIC_PATH="/token?service=registry&scope=$SCOPE_PUSH"
+ANON_PATH="/token?service=registry&scope=$SCOPE_PULL"
+
+# sanity NAME CURL_ARGS... : one request must return 200 with a token.
+sanity() {
+  local name=$1 out code
+  shift
+  out=$(curl -sS --max-time 10 -o "$TMP/sanity.json" -w '%{http_code}' "$@") || die "$name: sanity request failed"
+  code=$out
+  if [[ $code != 200 ]] || ! grep -q '"token":"' "$TMP/sanity.json"; then
+    echo "response ($code): $(head -c 500 "$TMP/sanity.json")" >&2
+    die "$name: sanity request did not return 200 with a token"
+  fi
+}
+
+declare -A R_TPS R_P50 R_P99 R_ERR R_REQ
+SCENARIOS=()
+# scenario NAME PATH [wrk args...]; LOAD_METHOD / LOAD_BODY in the environment.
+scenario() {
+  local name=$1 path=$2 out line
+  shift 2
+  log "scenario $name: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency $BASE$path"
+  out=$(timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency \
+    -s "$ROOT/scripts/load/token.lua" "$@" "$BASE$path") || die "$name: wrk failed: $out"
+  printf '%s\n' "$out" | sed -n '/^Running/,/^LOAD_RESULT/p' | grep -v '^LOAD_RESULT' | sed 's/^/    /' >&2
+  line=$(printf '%s\n' "$out" | grep '^LOAD_RESULT') || die "$name: no LOAD_RESULT from wrk"
+  local requests duration_us p50_us p99_us status_errors socket_errors kv
+  for kv in ${line#LOAD_RESULT }; do
+    case ${kv%%=*} in
+      requests) requests=${kv#*=} ;;
+      duration_us) duration_us=${kv#*=} ;;
+      p50_us) p50_us=${kv#*=} ;;
+      p99_us) p99_us=${kv#*=} ;;
+      status_errors) status_errors=${kv#*=} ;;
+      socket_errors) socket_errors=${kv#*=} ;;
+    esac
+  done
+  SCENARIOS+=("$name")
+  R_REQ[$name]=$requests
+  R_ERR[$name]=$((status_errors + socket_errors))
+  R_TPS[$name]=$(awk -v n="$requests" -v e="$status_errors" -v us="$duration_us" 'BEGIN { printf "%.0f", (n - e) / (us / 1e6) }')
+  R_P50[$name]=$(awk -v us="$p50_us" 'BEGIN { printf "%.2f", us / 1000 }')
+  R_P99[$name]=$(awk -v us="$p99_us" 'BEGIN { printf "%.2f", us / 1000 }')
+}
+
+# openssl_sign_rate ALG: single-core sign/s from `openssl speed`.
+openssl_sign_rate() {
+  local out
+  out=$(timeout 120 openssl speed -seconds 3 -elapsed "$1" 2>/dev/null) || die "openssl speed $1 failed"
+  # The header line names the columns (…sign/s…); the data line has the same
+  # columns after a label of several words.
+  printf '%s\n' "$out" | awk '
+    / sign\/s / { for (i = 1; i <= NF; i++) if ($i == "sign/s") col = i; ncols = NF; next }
+    col && NF > ncols { print $(NF - ncols + col); exit }'
+}
+
+# Other work on the machine skews every figure; record how busy it was.
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- ES256 server
+log "server log level: RUST_LOG=$SERVER_LOG_LEVEL"
+start_server es256
+printf '%s\n' "$ALICE_PW" | berth user add alice --password-stdin >/dev/null ||
+  die "berth user add alice failed"
+
+# a. warm Basic auth (the sanity request warms the credential cache)
+sanity basic-es256 -H "Authorization: Basic $BASIC" "$BASE$BASIC_PATH"
+scenario basic-es256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
+
+# b. refresh grant
+curl -fsS --max-time 10 -H "Authorization: Basic $BASIC" \
+  "$BASE$BASIC_PATH&offline_token=true&client_id=load" >"$TMP/offline.json" ||
+  die "offline_token request failed"
+REFRESH=$(sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p' "$TMP/offline.json")
+[[ -n $REFRESH ]] || die "no refresh_token in $(cat "$TMP/offline.json")"
+REFRESH_BODY="grant_type=refresh_token&refresh_token=$REFRESH&client_id=load&service=registry&scope=$SCOPE_PULL"
+sanity refresh-es256 -X POST -H 'Content-Type: application/x-www-form-urlencoded' \
+  --data "$REFRESH_BODY" "$BASE/token"
+LOAD_METHOD=POST LOAD_BODY=$REFRESH_BODY scenario refresh-es256 /token
+
+# c. anonymous
+sanity anon-es256 "$BASE$ANON_PATH"
+scenario anon-es256 "$ANON_PATH"
+
+stop_server
+RSS_ES256=$LAST_RSS
+
+# ---------------------------------------------------------------- RS256 server
+# A fresh keys dir whose only key is RSA, created before the server starts (so
+# serve does not generate an ES256 key); same database, so alice exists.
+KEYS_DIR=$TMP/keys-rs256
+berth key generate --alg rs256 >/dev/null || die "berth key generate --alg rs256 failed"
+PORT=$(free_port)
+BASE=http://127.0.0.1:$PORT
+start_server rs256
+sanity basic-rs256 -H "Authorization: Basic $BASIC" "$BASE$BASIC_PATH"
+grep -q '"token":"eyJhbGciOiJSUzI1Ni' "$TMP/sanity.json" || die "basic-rs256: token is not RS256"
+scenario basic-rs256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
+stop_server
+RSS_RS256=$LAST_RSS
+
+# ---------------------------------------------------------------- openssl, same run
+log "openssl speed -seconds 3 -elapsed ecdsap256 (one core)"
+ES256_RATE=$(openssl_sign_rate ecdsap256)
+log "openssl speed -seconds 3 -elapsed rsa2048 (one core)"
+RSA_RATE=$(openssl_sign_rate rsa2048)
+[[ -n $ES256_RATE && -n $RSA_RATE ]] || die "could not parse openssl speed output"
+
+# ---------------------------------------------------------------- report
+REPORT=$TARGET_DIR/load-report.txt
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+meets() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "ok" : "MISS" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+{
+  echo "berth load test — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+    "$(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown cpu))," \
+    "load generator on the same machine; loadavg at start $LOADAVG_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "wrk -t$THREADS -c$CONNS -d${DURATION}s per scenario; server RUST_LOG=$SERVER_LOG_LEVEL; $(openssl version | awk '{print $1, $2}')"
+  echo "single-core signing: ES256 $(printf '%.0f' "$ES256_RATE") sign/s (openssl speed ecdsap256)," \
+    "RSA-2048 $(printf '%.0f' "$RSA_RATE") sign/s (openssl speed rsa2048)"
+  echo
+  printf '%-14s %9s %9s %9s %8s  %-24s %-14s\n' scenario tokens/s p50_ms p99_ms errors "ratio (target)" "p99 (target)"
+  for s in "${SCENARIOS[@]}"; do
+    case $s in
+      basic-es256) base=$ES256_RATE; tgt=0.5; what=ES256 ;;
+      refresh-es256) base=$ES256_RATE; tgt=0.4; what=ES256 ;;
+      anon-es256) base=$ES256_RATE; tgt=; what=ES256 ;;
+      basic-rs256) base=$RSA_RATE; tgt=1.5; what=RSA ;;
+    esac
+    r=$(ratio "${R_TPS[$s]}" "$base")
+    if [[ -n $tgt ]]; then
+      rt="${r}x $what (>=${tgt}x $(meets "$r" '>=' "$tgt"))"
+    else
+      rt="${r}x $what (no target)"
+    fi
+    if ((CONNS == 8)); then
+      pt="<=5ms $(meets "${R_P99[$s]}" '<=' 5)"
+    else
+      pt="(only at -c 8)"
+    fi
+    printf '%-14s %9s %9s %9s %8s  %-24s %-14s\n' "$s" "${R_TPS[$s]}" "${R_P50[$s]}" "${R_P99[$s]}" "${R_ERR[$s]}" "$rt" "$pt"
+  done
+  echo
+  echo "peak RSS (VmHWM): ES256 server $(mib "$RSS_ES256") MiB, RS256 server $(mib "$RSS_RS256") MiB" \
+    "(target <= 64 MiB: $(meets "$(mib "$(( RSS_ES256 > RSS_RS256 ? RSS_ES256 : RSS_RS256 ))")" '<=' 64))"
+  echo "errors = non-2xx/3xx responses + socket errors reported by wrk; targets are goals, not assertions"
+} | tee "$REPORT"
+log "report written to $REPORT"
