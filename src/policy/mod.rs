@@ -164,44 +164,51 @@ impl Rule {
     }
 }
 
+/// How many leading path components the rule index looks at.
+const INDEX_DEPTH: usize = 4;
+
 /// A loaded, validated set of rules, indexed for evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
-    /// Rules whose name pattern starts with a literal first component, by that
-    /// component: a scope only needs the rules of its own first component…
-    by_first: HashMap<String, Vec<usize>>,
+    /// `by_component[p][c]`: rules whose name pattern can only match names whose
+    /// component `p` is exactly `c`. A scope needs only the rules of its own
+    /// components…
+    by_component: Vec<HashMap<String, Vec<usize>>>,
     /// …plus the rules that may match any name.
     generic: Vec<usize>,
 }
 
-/// The literal first path component of a name pattern, if the pattern can only
-/// match names starting with it.
-fn literal_first_component(p: &Pattern) -> Option<&str> {
-    let src = p.as_str();
-    let first = match src.split_once('/') {
-        Some((first, _)) => first,
-        None if p.is_literal() => src,
-        None => return None,
-    };
-    let literal = !first.is_empty() && !first.contains(['*', '?', '$']);
-    literal.then_some(first)
+/// A position and literal path component every name the pattern matches has, if
+/// the pattern pins one down within the first [`INDEX_DEPTH`] components.
+fn index_key(p: &Pattern) -> Option<(usize, &str)> {
+    for (pos, component) in p.as_str().split('/').take(INDEX_DEPTH).enumerate() {
+        if component.contains("**") {
+            // Positions after a `**` are not fixed.
+            return None;
+        }
+        let literal = !component.is_empty() && !component.contains(['*', '?', '$']);
+        if literal {
+            return Some((pos, component));
+        }
+    }
+    None
 }
 
 impl Policy {
     /// Builds a policy from rules (any order).
     pub fn new(rules: Vec<Rule>) -> Self {
-        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_component: Vec<HashMap<String, Vec<usize>>> = vec![HashMap::new(); INDEX_DEPTH];
         let mut generic = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            match rule.name.as_ref().and_then(literal_first_component) {
-                Some(first) => by_first.entry(first.to_owned()).or_default().push(i),
+            match rule.name.as_ref().and_then(index_key) {
+                Some((pos, c)) => by_component[pos].entry(c.to_owned()).or_default().push(i),
                 None => generic.push(i),
             }
         }
         Policy {
             rules,
-            by_first,
+            by_component,
             generic,
         }
     }
@@ -211,13 +218,18 @@ impl Policy {
         &self.rules
     }
 
-    /// The rules that may match `scope`: a superset of those that do.
-    pub fn candidates<'a>(&'a self, scope: &Scope) -> impl Iterator<Item = &'a Rule> + 'a {
-        let first = scope.name.as_str().split('/').next().unwrap_or("");
-        let bucket = self.by_first.get(first).map(Vec::as_slice).unwrap_or(&[]);
+    /// The rules that may match `scope`: a superset of those that do, each once.
+    pub fn candidates<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = &'a Rule> + 'a {
+        let indexed = scope
+            .name
+            .as_str()
+            .split('/')
+            .zip(self.by_component.iter())
+            .filter_map(|(c, map)| map.get(c))
+            .flatten();
         self.generic
             .iter()
-            .chain(bucket.iter())
+            .chain(indexed)
             .map(move |&i| &self.rules[i])
     }
 }

@@ -161,7 +161,8 @@ fn arb_actions() -> impl Strategy<Value = Vec<String>> {
 
 prop_compose! {
     fn arb_rule()(
-        name in prop_oneof![Just(None), Just(Some("a/**")), Just(Some("${account}/*")), Just(Some("a/b"))],
+        name in prop_oneof![Just(None), Just(Some("a/**")), Just(Some("${account}/*")), Just(Some("a/b")),
+            Just(Some("*/d")), Just(Some("*/c/*")), Just(Some("u")), Just(Some("**/x"))],
         group in prop_oneof![Just(None), Just(Some("g*")), Just(Some("admins"))],
         allow in arb_actions(),
         deny in arb_actions(),
@@ -214,6 +215,12 @@ proptest! {
                 }
             }
         }
+        // the index never hides a matching rule.
+        let mut brute: Vec<_> = p.rules().iter().filter(|r| r.matches(&req, &scope)).map(|r| r.id.clone()).collect();
+        let mut matched = d.matched.clone();
+        brute.sort();
+        matched.sort();
+        prop_assert_eq!(brute, matched);
         // rule order never changes the result.
         let mut rev_rules = p.rules().to_vec();
         rev_rules.reverse();
