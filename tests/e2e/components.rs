@@ -113,8 +113,19 @@ pub struct Berth {
     _dir: tempfile::TempDir,
 }
 
+/// The repository's `policies/`, which berth uses unless a test brings its own.
+pub fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
 impl Berth {
     pub fn start() -> Berth {
+        Berth::start_with_policies(&repo_policies())
+    }
+
+    /// Starts berth with `BERTH_POLICIES_DIR` at `policies`: a test that edits
+    /// policy files while berth runs passes its own temp copy here.
+    pub fn start_with_policies(policies: &Path) -> Berth {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-berth.")
             .tempdir()
@@ -122,7 +133,6 @@ impl Berth {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let keys_dir = dir.path().join("keys");
-        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let env: Vec<(String, String)> = [
             ("BERTH_LISTEN", format!("127.0.0.1:{port}")),
             (
@@ -192,6 +202,12 @@ impl Berth {
 
     pub fn log_tail(&self, n: usize) -> String {
         self.daemon.log_tail(n)
+    }
+
+    /// `GET /healthz`: status and JSON body (`None` if unreachable or not JSON).
+    pub fn healthz(&self) -> Option<(u16, Value)> {
+        let (status, body) = http_get(&format!("{}/healthz", self.url), None)?;
+        serde_json::from_str(&body).ok().map(|v| (status, v))
     }
 
     /// What `berth serve` printed on stdout so far.
@@ -485,8 +501,13 @@ impl Stack {
     /// Starts berth with users alice, bob (and the built-in admin) and a
     /// registry that trusts it; dockerd too when `with_docker`.
     pub fn start(with_docker: bool) -> Stack {
+        Stack::start_with_policies(with_docker, &repo_policies())
+    }
+
+    /// Like [`Stack::start`], with berth reading its policy from `policies`.
+    pub fn start_with_policies(with_docker: bool, policies: &Path) -> Stack {
         let started = Instant::now();
-        let berth = Berth::start();
+        let berth = Berth::start_with_policies(policies);
         berth.add_user("alice", ALICE_PASSWORD, &[]);
         berth.add_user("bob", BOB_PASSWORD, &[]);
         let registry = Registry::start(&berth);

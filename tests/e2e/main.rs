@@ -13,6 +13,7 @@
 mod clients;
 mod components;
 mod image;
+mod policy_reload;
 mod proc;
 
 use std::path::Path;
