@@ -26,6 +26,17 @@ step "cargo test (unit, integration, end-to-end; BERTH_E2E=require)"
 # A missing external tool fails the end-to-end tests instead of skipping them.
 BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets
 
+step "policy tests and lint: policies/ and examples/policies/*/"
+# The shipped policy's own tests (policies/tests/*.toml), then every example's
+# tests and lint; any failing case or finding fails the run.
+cargo run --quiet -- policy test --policies policies
+cargo run --quiet -- policy lint --policies policies
+for dir in examples/policies/*/; do
+  echo "-- ${dir}"
+  cargo run --quiet -- policy test --policies "${dir}"
+  cargo run --quiet -- policy lint --policies "${dir}"
+done
+
 step "cargo test --doc"
 cargo test --doc
 
