@@ -49,6 +49,59 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Where berth keeps its state.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (embedded; one process).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (several replicas may share it). Kept private because the
+    /// URL may hold a password.
+    Postgres(String),
+}
+
+impl Database {
+    /// Parses `postgres://…`, `sqlite://PATH` or a plain file path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(Database::Postgres(s.to_owned()));
+        }
+        let path = s.strip_prefix("sqlite://").unwrap_or(s);
+        if path.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if path.contains("://") {
+            return Err("use a SQLite file path, sqlite://PATH, or postgres://USER:PASSWORD@HOST/DB".into());
+        }
+        Ok(Database::Sqlite(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for Database {
+    // Never shows a password: `postgres://user:***@host/db`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Database::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                match rest.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let user = userinfo.split(':').next().unwrap_or("");
+                        write!(f, "{scheme}://{user}:***@{host}")
+                    }
+                    None => write!(f, "{scheme}://{rest}"),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
 /// How the signing key is named in the JWT header for one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +136,24 @@ pub struct ServiceConfig {
     pub name: String,
     /// How the key is named in the JWT header.
     pub key_id: KeyIdMode,
+    /// Grant `*` on a repository as the literal actions too (`*`, `delete`, `pull`,
+    /// `push`), for registries that do not read `*` as every action (zot).
+    pub expand_wildcard: bool,
+    /// Send `aud` as a one-element JSON list instead of a string (distribution 2.x
+    /// accepts only a string).
+    pub audience_list: bool,
+}
+
+impl ServiceConfig {
+    /// A service with the default settings.
+    pub fn new(name: impl Into<String>, key_id: KeyIdMode) -> Self {
+        ServiceConfig {
+            name: name.into(),
+            key_id,
+            expand_wildcard: false,
+            audience_list: false,
+        }
+    }
 }
 
 /// Validated configuration.
@@ -92,8 +163,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base URL under which clients reach berth (realm = this + `/token`).
     pub public_url: String,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// Where state lives: an SQLite file or a PostgreSQL URL.
+    pub database: Database,
     /// Directory with signing keys and certificates.
     pub keys_dir: PathBuf,
     /// Directory with policy files.
@@ -116,6 +187,36 @@ pub struct Config {
     pub max_scopes: usize,
     /// Most password hashes computed at once.
     pub hash_concurrency: usize,
+    /// Login-name prefix of robot accounts.
+    pub robot_prefix: String,
+    /// Failed sign-ins per account or per client address before 429.
+    pub login_failure_limit: i64,
+    /// Window in which failed sign-ins are counted.
+    pub login_failure_window: Duration,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
+    /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
+    pub oidc: crate::authn::oidc::OidcSettings,
+    /// How long `berth key rotate` publishes a new key before it signs, so
+    /// registries that read the bundle or JWKS file at start can be restarted.
+    pub key_publish_delay: Duration,
+    /// Where `/metrics` is served on its own; `None` serves it on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed (see `net::proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS certificate and key; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// How long SIGTERM waits for requests in flight before exiting.
+    pub shutdown_timeout: Duration,
+}
+
+/// PEM files for TLS termination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, RSA or EC).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,8 +235,22 @@ struct RawConfig {
     credential_cache_size: Option<u64>,
     max_scopes: Option<usize>,
     hash_concurrency: Option<usize>,
+    robot_prefix: Option<String>,
+    login_failure_limit: Option<i64>,
+    login_failure_window: Option<String>,
+    audit_retention: Option<String>,
+    key_publish_delay: Option<String>,
+    metrics_listen: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    shutdown_timeout: Option<String>,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    #[serde(default)]
+    oidc: Vec<crate::authn::oidc::config::RawProvider>,
+    auth_order: Option<Vec<String>>,
+    name_conflict: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +259,10 @@ struct RawService {
     name: String,
     #[serde(default)]
     key_id: KeyIdMode,
+    #[serde(default)]
+    expand_wildcard: bool,
+    #[serde(default)]
+    audience_list: bool,
 }
 
 /// Parses a duration such as `90s`, `5m`, `12h`, `30d` or a bare number of seconds.
@@ -165,6 +284,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .filter(|secs| *secs <= 100 * 365 * 86_400)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(_), None) => Err(invalid("tls_key", "tls_cert is set, so tls_key is needed too")),
+        (None, Some(_)) => Err(invalid("tls_cert", "tls_key is set, so tls_cert is needed too")),
+    }
 }
 
 /// Where settings come from besides the file: normally the process environment.
@@ -231,26 +359,21 @@ impl Config {
             )
         })?;
 
+        let tls = tls_files(
+            env.var("BERTH_TLS_CERT").map(PathBuf::from).or(raw.tls_cert),
+            env.var("BERTH_TLS_KEY").map(PathBuf::from).or(raw.tls_key),
+        )?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = pick("BERTH_PUBLIC_URL", raw.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"))
+            .unwrap_or_else(|| format!("{scheme}://{listen}"))
             .trim_end_matches('/')
             .to_owned();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(invalid("public_url", "must start with http:// or https://"));
         }
 
-        let database =
-            pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
-        let database = database.strip_prefix("sqlite://").unwrap_or(&database);
-        if database.is_empty() {
-            return Err(invalid("database", "must not be empty"));
-        }
-        if database.contains("://") {
-            return Err(invalid(
-                "database",
-                "only a SQLite file path (or sqlite://PATH) is supported",
-            ));
-        }
+        let database = pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
+        let database = Database::parse(&database).map_err(|p| invalid("database", p))?;
 
         let keys_dir = env
             .var("BERTH_KEYS_DIR")
@@ -323,6 +446,49 @@ impl Config {
             return Err(invalid("hash_concurrency", "must be between 1 and 64"));
         }
 
+        let key_publish_delay = duration(
+            "key_publish_delay",
+            "BERTH_KEY_PUBLISH_DELAY",
+            raw.key_publish_delay,
+            Duration::from_secs(3600),
+        )?;
+
+        let oidc =
+            crate::authn::oidc::config::validate(raw.oidc, raw.auth_order, raw.name_conflict)?;
+        let robot_prefix = raw.robot_prefix.unwrap_or_else(|| "robot$".into());
+        let prefix_ok = !robot_prefix.is_empty()
+            && robot_prefix.len() <= 32
+            && !robot_prefix.contains(':')
+            && !robot_prefix.chars().any(|c| c.is_control() || c.is_whitespace())
+            // A prefix a local username could start with would let a user pose as a robot.
+            && robot_prefix.parse::<crate::authn::Username>().is_err()
+            && robot_prefix.chars().any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c)));
+        if !prefix_ok {
+            return Err(invalid(
+                "robot_prefix",
+                "must be 1-32 printable characters including one that local usernames cannot hold (e.g. `$`)",
+            ));
+        }
+        let login_failure_limit = raw.login_failure_limit.unwrap_or(10);
+        if !(1..=1_000_000).contains(&login_failure_limit) {
+            return Err(invalid("login_failure_limit", "must be between 1 and 1000000"));
+        }
+        let login_failure_window = duration(
+            "login_failure_window",
+            "BERTH_LOGIN_FAILURE_WINDOW",
+            raw.login_failure_window,
+            Duration::from_secs(300),
+        )?;
+        if login_failure_window.is_zero() {
+            return Err(invalid("login_failure_window", "must not be zero"));
+        }
+        let audit_retention = duration(
+            "audit_retention",
+            "BERTH_AUDIT_RETENTION",
+            raw.audit_retention,
+            Duration::from_secs(90 * 86_400),
+        )?;
+
         let mut services = Vec::new();
         for (i, s) in raw.services.into_iter().enumerate() {
             let key = format!("service[{i}].name");
@@ -341,6 +507,8 @@ impl Config {
             services.push(ServiceConfig {
                 name: s.name,
                 key_id: s.key_id,
+                expand_wildcard: s.expand_wildcard,
+                audience_list: s.audience_list,
             });
         }
         if let Some(name) = env.var("BERTH_SERVICE") {
@@ -349,19 +517,53 @@ impl Config {
                 None => KeyIdMode::default(),
             };
             services.retain(|s| s.name != name);
-            services.insert(0, ServiceConfig { name, key_id });
+            services.insert(0, ServiceConfig::new(name, key_id));
         }
         if services.is_empty() {
-            services.push(ServiceConfig {
-                name: "registry".into(),
-                key_id: KeyIdMode::default(),
-            });
+            services.push(ServiceConfig::new("registry", KeyIdMode::default()));
+        }
+
+        let metrics_listen = match pick("BERTH_METRICS_LISTEN", raw.metrics_listen) {
+            Some(s) if !s.trim().is_empty() => Some(s.trim().parse().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("{s:?} is not an address like 127.0.0.1:9101"),
+                )
+            })?),
+            _ => None,
+        };
+        if metrics_listen == Some(listen) {
+            return Err(invalid("metrics_listen", "must differ from listen"));
+        }
+        let trusted_proxies = match env.var("BERTH_TRUSTED_PROXIES") {
+            Some(list) => list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(crate::net::proxy::parse_network)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|p| invalid("BERTH_TRUSTED_PROXIES", p))?,
+            None => raw
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|s| crate::net::proxy::parse_network(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|p| invalid("trusted_proxies", p))?,
+        };
+        let shutdown_timeout = duration(
+            "shutdown_timeout",
+            "BERTH_SHUTDOWN_TIMEOUT",
+            raw.shutdown_timeout,
+            Duration::from_secs(10),
+        )?;
+        if shutdown_timeout > Duration::from_secs(3600) {
+            return Err(invalid("shutdown_timeout", "must be at most 1h"));
         }
 
         Ok(Config {
             listen,
             public_url,
-            database: PathBuf::from(database),
+            database,
             keys_dir,
             policies_dir,
             issuer,
@@ -373,6 +575,16 @@ impl Config {
             credential_cache_size,
             max_scopes,
             hash_concurrency,
+            robot_prefix,
+            login_failure_limit,
+            login_failure_window,
+            audit_retention,
+            oidc,
+            key_publish_delay,
+            metrics_listen,
+            trusted_proxies,
+            tls,
+            shutdown_timeout,
         })
     }
 
@@ -410,7 +622,7 @@ mod tests {
     fn defaults_need_no_file() {
         let c = Config::load_with(None, &no_env()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5001");
-        assert_eq!(c.database, PathBuf::from("data/berth.db"));
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("data/berth.db")));
         assert_eq!(c.token_ttl, Duration::from_secs(300));
         assert_eq!(c.services[0].name, "registry");
         assert_eq!(c.services[0].key_id, KeyIdMode::Libtrust);
@@ -429,6 +641,21 @@ mod tests {
         assert_eq!(c.issuer, "env-issuer");
         assert_eq!(c.token_ttl, Duration::from_secs(600));
         assert_eq!(c.services[0].key_id, KeyIdMode::X5c);
+        assert!(!c.services[0].expand_wildcard && !c.services[0].audience_list);
+        assert_eq!(c.key_publish_delay, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn per_service_settings() {
+        let c = parse(
+            "key_publish_delay = '5m'\n[[service]]\nname = 'zot'\nkey_id = 'x5c'\n\
+             expand_wildcard = true\naudience_list = true\n[[service]]\nname = 'd2'\n",
+        )
+        .unwrap();
+        assert!(c.services[0].expand_wildcard && c.services[0].audience_list);
+        assert!(!c.services[1].expand_wildcard && !c.services[1].audience_list);
+        assert_eq!(c.key_publish_delay, Duration::from_secs(300));
+        assert!(parse("[[service]]\nname='a'\nexpand_wildcard='yes'").is_err());
     }
 
     #[test]
@@ -447,8 +674,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("service[1]"), "{e}");
-        let e = parse("database = 'postgres://x'").unwrap_err().to_string();
+        let e = parse("database = 'mysql://x'").unwrap_err().to_string();
         assert!(e.contains("database"), "{e}");
+        let c = parse("database = 'postgres://berth:s3cret@db:5432/berth'").unwrap();
+        assert!(!format!("{:?} {}", c.database, c.database).contains("s3cret"));
+        assert!(c.database.to_string().contains("berth:***@db:5432/berth"));
     }
 
     #[test]

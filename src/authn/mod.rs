@@ -10,11 +10,15 @@
 //!   successes, and every hit is checked against the user's current epoch;
 //! - refresh tokens are stored only as SHA-256 hashes.
 
+pub mod machine;
+pub mod oidc;
 pub mod password;
 pub mod refresh;
+pub mod throttle;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +94,16 @@ pub enum AuthError {
     /// A backend failed; the cause is logged where handled.
     #[error("authentication backend unavailable")]
     Unavailable(#[source] StoreError),
+    /// The identity provider is unreachable, slow or misbehaving (the text is the
+    /// cause, for the log). Federated users get 503 for this, never 401.
+    #[error("identity provider unavailable: {0}")]
+    IdpUnavailable(String),
+    /// Too many failed sign-ins for this account or address.
+    #[error("too many failed sign-ins; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the counting window ends.
+        retry_after: u64,
+    },
     /// Internal failure (e.g. a hashing task died).
     #[error("internal authentication error: {0}")]
     Internal(String),
@@ -108,6 +122,34 @@ pub struct Authenticated {
     pub user_id: Option<i64>,
     /// The identity for policy.
     pub identity: Identity,
+    /// When set, tokens never carry other actions than these (tokens minted on
+    /// the sign-in page are limited this way).
+    pub allowed_actions: Option<Vec<String>>,
+    /// The federated login behind this identity, if any (refresh tokens need it).
+    pub federated: Option<Box<oidc::FederatedLogin>>,
+    /// Scope limits of a personal access token: tokens carry at most what these
+    /// cover, whatever the policy grants.
+    pub limits: Option<Arc<[crate::policy::limit::Limit]>>,
+}
+
+impl Authenticated {
+    /// A local (or anonymous) authentication without limits.
+    pub fn local(user_id: Option<i64>, identity: Identity) -> Self {
+        Authenticated {
+            user_id,
+            identity,
+            allowed_actions: None,
+            federated: None,
+            limits: None,
+        }
+    }
+
+    /// Whether a token may carry `action` (policy decides whether it does).
+    pub fn may_carry(&self, action: &str) -> bool {
+        self.allowed_actions
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|a| a == action))
+    }
 }
 
 #[derive(Clone)]
@@ -130,6 +172,12 @@ pub struct AuthSettings {
     pub refresh_idle: Duration,
     /// Refresh token absolute expiry.
     pub refresh_absolute: Duration,
+    /// Login-name prefix of robot accounts (`robot$` makes `robot$ci`).
+    pub robot_prefix: String,
+    /// Failed sign-ins per account or address before refusing with 429.
+    pub login_failure_limit: i64,
+    /// Window in which failures are counted.
+    pub login_failure_window: Duration,
 }
 
 /// Checks credentials against the local database.
@@ -139,8 +187,11 @@ pub struct Authenticator {
     cache_key: hmac::Key,
     dummy_hash: Arc<str>,
     hash_permits: Arc<Semaphore>,
+    oidc: Option<Arc<oidc::Oidc>>,
     settings: AuthSettings,
     rng: SystemRandom,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 impl fmt::Debug for Authenticator {
@@ -148,6 +199,27 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// Maps a federated failure: refusals stay refusals (logged here, since the
+/// client only learns "invalid credentials"), everything else is the provider's or
+/// berth's problem.
+fn federated_error(e: oidc::OidcError) -> AuthError {
+    match e {
+        oidc::OidcError::Rejected(why) => {
+            tracing::info!(reason = %why, "federated login refused");
+            AuthError::BadCredentials
+        }
+        oidc::OidcError::Token(why) => {
+            tracing::info!(reason = %why, "token given as password refused");
+            AuthError::BadCredentials
+        }
+        oidc::OidcError::Unavailable(why) | oidc::OidcError::Config(why) => {
+            AuthError::IdpUnavailable(why)
+        }
+        oidc::OidcError::Store(e) => AuthError::Unavailable(e),
+        oidc::OidcError::Internal(why) => AuthError::Internal(why),
     }
 }
 
@@ -183,14 +255,24 @@ impl Authenticator {
             cache_key,
             dummy_hash: dummy.into(),
             hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
+            oidc: None,
             settings,
             rng,
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         })
     }
 
     /// The store behind this authenticator.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether these credentials passed recently (no database access).
+    pub fn is_cached(&self, username: &str, password: &SecretString) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&self.cache_key(username, password)))
     }
 
     fn cache_key(&self, username: &str, password: &SecretString) -> [u8; 32] {
@@ -219,12 +301,140 @@ impl Authenticator {
             .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))
     }
 
-    /// Checks a username and password.
+    /// Adds the OIDC providers to the chain (see `auth_order`, `name_conflict`).
+    pub fn with_oidc(mut self, oidc: Option<oidc::Oidc>) -> Self {
+        self.oidc = oidc.map(Arc::new);
+        self
+    }
+
+    /// The OIDC backend, when providers are configured.
+    pub fn oidc(&self) -> Option<&Arc<oidc::Oidc>> {
+        self.oidc.as_ref()
+    }
+
+    /// Checks a username and password along the chain: local accounts and OIDC
+    /// providers in `auth_order`. A provider that cannot be reached gives
+    /// [`AuthError::IdpUnavailable`] unless another backend accepts the password.
     pub async fn password(
         &self,
         username: &str,
         password: SecretString,
     ) -> Result<Authenticated, AuthError> {
+        let Some(oidc) = self.oidc.clone() else {
+            return self.local_password(username, password).await;
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
+        let local_name = match Username::from_str(username) {
+            Ok(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
+            _ => false,
+        };
+        // Sign-in page tokens and provider access tokens are never local passwords:
+        // skip the (deliberately slow) hash for them.
+        let federated_only = {
+            let pw = password.expose_secret();
+            oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some()
+        };
+        let mut failure = AuthError::BadCredentials;
+        for backend in oidc.order() {
+            match backend {
+                oidc::Backend::Local if federated_only => {}
+                oidc::Backend::Local => {
+                    match self.local_password(username, password.clone()).await {
+                        Err(AuthError::BadCredentials) => {}
+                        other => return other,
+                    }
+                }
+                // A local name is never tried at a provider when clashes are
+                // refused: its password must not leave berth.
+                oidc::Backend::Oidc if local_name => {}
+                oidc::Backend::Oidc => match oidc.password(username, &password, now).await {
+                    Ok(login) => return self.federated(login, refuse_clash).await,
+                    Err(e) => failure = federated_error(e),
+                },
+            }
+        }
+        Err(failure)
+    }
+
+    /// Accepts a federated login unless its name is a local account and clashes
+    /// are refused.
+    async fn federated(
+        &self,
+        login: oidc::FederatedLogin,
+        refuse_clash: bool,
+    ) -> Result<Authenticated, AuthError> {
+        if refuse_clash {
+            if let Ok(name) = Username::from_str(&login.user.username) {
+                if self.store.find_user(&name).await?.is_some() {
+                    tracing::warn!(provider = %login.provider.cfg.name, user = %login.user.username, "federated login refused: a local account has this name (name_conflict = \"refuse\")");
+                    return Err(AuthError::BadCredentials);
+                }
+            }
+        }
+        Ok(Authenticated {
+            user_id: None,
+            identity: login.identity(),
+            allowed_actions: login.allowed_actions.clone(),
+            federated: Some(Box::new(login)),
+            limits: None,
+        })
+    }
+
+    /// Authenticates with a refresh token: federated ones go to the OIDC backend
+    /// (which re-checks them with the provider), others to the local store.
+    pub async fn refresh_token(
+        &self,
+        token: &SecretString,
+        service: &str,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        match &self.oidc {
+            Some(oidc) if oidc::session::is_session_token(token.expose_secret()) => {
+                match oidc.refresh(token, service, now).await {
+                    Ok(login) => self.federated(login, false).await,
+                    Err(e) => Err(match federated_error(e) {
+                        AuthError::BadCredentials => AuthError::BadRefreshToken,
+                        other => other,
+                    }),
+                }
+            }
+            _ => self.refresh(token, service, now).await,
+        }
+    }
+
+    /// Issues a refresh token for a federated authentication that holds a
+    /// provider session; `None` for other federated logins.
+    pub async fn issue_federated_refresh(
+        &self,
+        auth: &Authenticated,
+        service: &str,
+        now: i64,
+    ) -> Result<Option<SecretString>, AuthError> {
+        match (&self.oidc, &auth.federated) {
+            (Some(oidc), Some(login)) => oidc
+                .issue_refresh(login, service, now)
+                .await
+                .map_err(federated_error),
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks a username and password against the local database.
+    async fn local_password(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<Authenticated, AuthError> {
+        // Robots and personal access tokens carry 256-bit secrets: no slow hash,
+        // no cache needed.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(name) = username.strip_prefix(self.settings.robot_prefix.as_str()) {
+            return self.robot(username, name, &password, now).await;
+        }
+        if password.expose_secret().starts_with(machine::ACCESS_TOKEN_PREFIX) {
+            return self.access_token(username, &password, now).await;
+        }
         let key = self.cache_key(username, &password);
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(&key) {
@@ -232,14 +442,13 @@ impl Authenticator {
                 // or status change bumps the epoch, from this process or another.
                 match self.store.user_state(hit.user_id).await? {
                     Some((epoch, false)) if epoch == hit.epoch => {
-                        return Ok(Authenticated {
-                            user_id: Some(hit.user_id),
-                            identity: hit.identity,
-                        })
+                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
                     }
                     _ => cache.invalidate(&key),
                 }
             }
+            self.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let user = match Username::from_str(username) {
             Ok(name) => self.store.find_user(&name).await?,
@@ -272,10 +481,7 @@ impl Authenticator {
                 },
             );
         }
-        Ok(Authenticated {
-            user_id: Some(user.id),
-            identity,
-        })
+        Ok(Authenticated::local(Some(user.id), identity))
     }
 
     /// Re-hashes a bcrypt password with argon2id after a successful login.
@@ -297,6 +503,16 @@ impl Authenticator {
             }
             Err(_) => {}
         }
+    }
+
+    /// Credential-cache hits, misses (password checks that had to hash) and
+    /// entries, for metrics.
+    pub fn cache_stats(&self) -> (u64, u64, u64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+            self.cache.as_ref().map_or(0, |c| c.entry_count()),
+        )
     }
 
     /// Number of entries in the credential cache (for tests and metrics).

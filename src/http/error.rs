@@ -13,6 +13,7 @@ pub struct ApiError {
     code: &'static str,
     description: String,
     basic_challenge: bool,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +23,7 @@ impl ApiError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -77,6 +79,18 @@ impl ApiError {
         Self::new(status, "invalid_request", description)
     }
 
+    /// 429 with `Retry-After`: too many failed sign-ins.
+    pub fn too_many_attempts(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                format!("too many failed sign-ins; try again in {retry_after} s"),
+            )
+        }
+    }
+
     /// 503: a backend is unreachable.
     pub fn unavailable(what: &str) -> Self {
         Self::new(
@@ -128,6 +142,9 @@ impl IntoResponse for ApiError {
         let mut res = (self.status, body).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.basic_challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,

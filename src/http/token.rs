@@ -3,12 +3,12 @@
 //! One way through: parse → authenticate → evaluate policy per scope → sign →
 //! log the decision. Nothing here knows SQL or key formats.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,9 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::client::ClientIp;
 use super::error::ApiError;
+use super::metrics::{Metrics, Outcome, Stage};
 use super::request::{self, Credentials, Grant, TokenRequest};
 use crate::app::AppState;
 use crate::audit::{self, DecisionLog};
@@ -38,7 +40,7 @@ struct TokenResponse<'a> {
 /// `GET /token`: Basic auth or anonymous.
 pub async fn get(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -48,20 +50,20 @@ pub async fn get(
         headers.get(header::AUTHORIZATION),
         state.config.max_scopes,
     );
-    respond(&state, parsed, peer.ip(), started).await
+    respond(&state, parsed, ip, started).await
 }
 
 /// `POST /token`: OAuth2 password and refresh_token grants.
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let parsed = body
         .map_err(|rejection| ApiError::body_rejected(rejection.status()))
         .and_then(|body| request::parse_post(&body, state.config.max_scopes));
-    respond(&state, parsed, peer.ip(), started).await
+    respond(&state, parsed, ip, started).await
 }
 
 async fn respond(
@@ -75,7 +77,7 @@ async fn respond(
         Ok(req) => issue(state, req, ip, &mut log).await,
         Err(e) => Err(e),
     };
-    let response = match result {
+    let mut response = match result {
         Ok(res) => {
             log.outcome = "issued";
             res
@@ -87,8 +89,20 @@ async fn respond(
         }
     };
     log.latency = started.elapsed();
+    let outcome = super::metrics::token_outcome(log.outcome, response.status());
+    response.extensions_mut().insert(Outcome(outcome));
     audit::record(&log);
     response
+}
+
+/// [`auth_error`], counting backend failures (those that become a 5xx).
+fn counted_auth_error(metrics: &Metrics, e: AuthError, grant: Grant) -> ApiError {
+    let backend = super::metrics::backend_of(&e);
+    let error = auth_error(e, grant);
+    if error.status().is_server_error() {
+        metrics.backend_error(backend);
+    }
+    error
 }
 
 fn auth_error(e: AuthError, grant: Grant) -> ApiError {
@@ -106,6 +120,35 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
             tracing::error!(error = %cause, "authentication failed internally");
             ApiError::internal()
         }
+        AuthError::RateLimited { retry_after } => ApiError::too_many_attempts(retry_after),
+        AuthError::IdpUnavailable(cause) => {
+            tracing::error!(error = %cause, "identity provider unreachable");
+            ApiError::unavailable("the identity provider")
+        }
+    }
+}
+
+/// A password sign-in, throttled per account and address.
+async fn password_login(
+    state: &AppState,
+    username: &str,
+    password: secrecy::SecretString,
+    ip: IpAddr,
+    now: i64,
+) -> Result<Authenticated, AuthError> {
+    let guard = state.auth.guard_login(username, &password, ip, now).await?;
+    match state.auth.password(username, password).await {
+        Ok(ok) => {
+            if guard.had_failures {
+                state.auth.login_succeeded(username, ip).await;
+            }
+            Ok(ok)
+        }
+        Err(AuthError::BadCredentials) => {
+            state.auth.login_failed(username, ip, now).await;
+            Err(AuthError::BadCredentials)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -127,25 +170,22 @@ async fn issue(
         .service_index(&service)
         .map_err(|e| ApiError::invalid_request(e.to_string()))?;
 
+    let timer = state.metrics.time(Stage::Authentication);
     let authenticated = match req.credentials {
-        Credentials::Anonymous => Authenticated {
-            user_id: None,
-            identity: Identity::anonymous(),
-        },
+        Credentials::Anonymous => Authenticated::local(None, Identity::anonymous()),
         Credentials::Password { username, password } => {
             log.account = username.chars().take(64).collect();
-            state
-                .auth
-                .password(&username, password)
+            password_login(state, &username, password, ip, now.unix_timestamp())
                 .await
-                .map_err(|e| auth_error(e, req.grant))?
+                .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?
         }
         Credentials::Refresh(token) => state
             .auth
-            .refresh(&token, &service, now.unix_timestamp())
+            .refresh_token(&token, &service, now.unix_timestamp())
             .await
-            .map_err(|e| auth_error(e, req.grant))?,
+            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
     };
+    drop(timer);
     let identity = &authenticated.identity;
     log.account = identity.subject.clone();
     log.kind = Some(identity.kind);
@@ -158,6 +198,7 @@ async fn issue(
         }
     }
 
+    let timer = state.metrics.time(Stage::Policy);
     let policy = state.policy();
     let request = Request {
         identity,
@@ -168,20 +209,29 @@ async fn issue(
         .scopes
         .iter()
         .map(|scope| {
-            let decision = policy::evaluate(&policy, &request, scope);
+            let mut decision = policy::evaluate(&policy, &request, scope);
+            if let Some(limits) = &authenticated.limits {
+                policy::limit::restrict(limits, scope, &mut decision.granted);
+            }
             Access {
                 resource_type: scope.resource_type.clone(),
                 name: scope.name.to_string(),
-                actions: decision.granted.into_iter().collect(),
+                actions: decision
+                    .granted
+                    .into_iter()
+                    .filter(|a| authenticated.may_carry(a))
+                    .collect(),
             }
         })
         .collect();
+    drop(timer);
     log.granted = access
         .iter()
         .filter(|a| !a.actions.is_empty())
         .map(|a| format!("{}:{}:{}", a.resource_type, a.name, a.actions.join(",")))
         .collect();
 
+    let timer = state.metrics.time(Stage::Signing);
     let issued = state
         .signer
         .issue(&service, &identity.subject, &access, now)
@@ -192,15 +242,23 @@ async fn issue(
                 ApiError::internal()
             }
         })?;
+    drop(timer);
 
     let refresh = match (req.offline, req.grant, authenticated.user_id) {
-        (true, Grant::Get | Grant::Password, Some(user_id)) => Some(
+        // A personal access token gets no refresh token: it would outlive the
+        // token's expiry and escape its limits.
+        (true, Grant::Get | Grant::Password, Some(user_id)) if authenticated.limits.is_none() => Some(
             state
                 .auth
                 .issue_refresh(user_id, &service, now.unix_timestamp())
                 .await
-                .map_err(|e| auth_error(e, req.grant))?,
+                .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
         ),
+        (true, Grant::Get | Grant::Password, None) if authenticated.federated.is_some() => state
+            .auth
+            .issue_federated_refresh(&authenticated, &service, now.unix_timestamp())
+            .await
+            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
         _ => None,
     };
     let body = TokenResponse {

@@ -5,6 +5,7 @@
 //! every matching rule, intersected with what was requested. Loading lives in `load`.
 
 pub mod explain;
+pub mod limit;
 pub mod lint;
 pub mod load;
 pub mod pattern;

@@ -1,16 +1,29 @@
-//! Persistent state in SQLite: local users and refresh tokens.
+//! Persistent state: local users, refresh tokens, robots, access tokens, the audit
+//! log and failed-login counters, in SQLite (embedded) or PostgreSQL (replicas).
 //!
-//! This module owns SQL and migrations. It stores password hashes and token hashes
-//! as given; it never sees a password or a token in clear (hashing is `authn`'s).
+//! This module owns SQL and migrations. The same queries serve both databases
+//! (`$N` parameters, portable types); each has its own migrations directory. It
+//! stores password and token hashes as given; it never sees a secret in clear
+//! (hashing is `authn`'s).
 
-use std::path::Path;
-use std::str::FromStr;
+mod audit;
+mod limits;
+pub mod oidc;
+mod robots;
+mod tokens;
+
+pub use audit::{AuditQuery, AuditRecord};
+pub use robots::RobotRecord;
+pub use tokens::AccessTokenRecord;
+
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 use crate::authn::Username;
+use crate::config::Database;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,20 @@ pub enum StoreError {
     /// The database directory could not be created.
     #[error("cannot create database directory: {0}")]
     Io(#[from] std::io::Error),
+    /// A named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A named object exists already.
+    #[error("{0}")]
+    Exists(String),
+}
+
+impl StoreError {
+    /// Whether the database itself failed (unreachable, I/O), as opposed to a
+    /// missing or duplicate record.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_))
+    }
 }
 
 /// A local user as stored.
@@ -78,18 +105,29 @@ pub struct RefreshRecord {
     pub user: UserRecord,
 }
 
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
 /// Handle to the database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.password_hash, u.groups, u.disabled, u.epoch, u.created_at, u.updated_at";
 
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, sqlx::Error> {
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     let groups: String = row.try_get("groups")?;
     Ok(UserRecord {
         id: row.try_get("id")?,
@@ -108,28 +146,68 @@ fn groups_json(groups: &[String]) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
-    /// Refuses a database that holds migrations this berth does not know.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)?;
+    /// Connects without migrating: for `berth db migrate` and version checks.
+    pub async fn connect(db: &Database) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend, max) = match db {
+            Database::Sqlite(path) => {
+                if let Some(parent) = path.parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                }
+                let url = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .to_url_lossy();
+                (url.to_string(), Backend::Sqlite, 4)
             }
-        }
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            Database::Postgres(url) => (url.clone(), Backend::Postgres, 8),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; NORMAL sync is
+                        // durable across process crashes in WAL mode.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, backend })
+    }
+
+    /// Connects and applies migrations. Refuses a database that holds migrations
+    /// this berth does not know (a newer berth migrated it).
+    pub async fn open(db: &Database) -> Result<Self, StoreError> {
+        let store = Self::connect(db).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -155,7 +233,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let res = sqlx::query(
             "INSERT INTO users (username, password_hash, groups, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT(username) DO NOTHING",
         )
         .bind(name.as_str())
         .bind(password_hash)
@@ -172,7 +250,7 @@ impl Store {
 
     /// Finds a user by name.
     pub async fn find_user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1");
         let row = sqlx::query(&sql)
             .bind(name.as_str())
             .fetch_optional(&self.pool)
@@ -183,7 +261,7 @@ impl Store {
     /// The current `(epoch, disabled)` of a user, or `None` if deleted.
     pub async fn user_state(&self, id: i64) -> Result<Option<(i64, bool)>, StoreError> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT epoch, disabled FROM users WHERE id = ?")
+            sqlx::query_as("SELECT epoch, disabled FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -204,8 +282,12 @@ impl Store {
         bind: Option<String>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let sql =
-            format!("UPDATE users SET {set}, epoch = epoch + 1, updated_at = ? WHERE username = ?");
+        // `set` uses $1 when it binds a value; the rest follow it.
+        let first = if bind.is_some() { 2 } else { 1 };
+        let sql = format!(
+            "UPDATE users SET {set}, epoch = epoch + 1, updated_at = ${first} WHERE username = ${}",
+            first + 1
+        );
         let mut q = sqlx::query(&sql);
         if let Some(b) = bind {
             q = q.bind(b);
@@ -224,7 +306,7 @@ impl Store {
         hash: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.update_user(name, "password_hash = ?", Some(hash.to_owned()), now)
+        self.update_user(name, "password_hash = $1", Some(hash.to_owned()), now)
             .await?;
         self.revoke_sessions(name).await?;
         Ok(())
@@ -233,7 +315,7 @@ impl Store {
     /// Replaces a hash after a successful login (bcrypt → argon2id), unless the
     /// password changed meanwhile. Does not change the epoch: same password.
     pub async fn upgrade_hash(&self, id: i64, old: &str, new: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
             .bind(new)
             .bind(id)
             .bind(old)
@@ -268,13 +350,13 @@ impl Store {
         groups: &[String],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.update_user(name, "groups = ?", Some(groups_json(groups)), now)
+        self.update_user(name, "groups = $1", Some(groups_json(groups)), now)
             .await
     }
 
     /// Deletes a user (and, by cascade, their refresh tokens).
     pub async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
-        let res = sqlx::query("DELETE FROM users WHERE username = ?")
+        let res = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(name.as_str())
             .execute(&self.pool)
             .await?;
@@ -287,7 +369,7 @@ impl Store {
     /// Deletes every refresh token of a user; returns how many.
     pub async fn revoke_sessions(&self, name: &Username) -> Result<u64, StoreError> {
         let res = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+            "DELETE FROM refresh_tokens WHERE user_id = (SELECT id FROM users WHERE username = $1)",
         )
         .bind(name.as_str())
         .execute(&self.pool)
@@ -306,7 +388,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, user_id, service, created_at, last_used_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash)
         .bind(user_id)
@@ -326,7 +408,7 @@ impl Store {
     ) -> Result<Option<RefreshRecord>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, r.service, r.last_used_at, r.expires_at
-             FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = ?"
+             FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1"
         );
         let row = sqlx::query(&sql)
             .bind(token_hash)
@@ -343,7 +425,7 @@ impl Store {
 
     /// Records a use of a refresh token.
     pub async fn touch_refresh(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET last_used_at = ? WHERE token_hash = ?")
+        sqlx::query("UPDATE refresh_tokens SET last_used_at = $1 WHERE token_hash = $2")
             .bind(now)
             .bind(token_hash)
             .execute(&self.pool)
@@ -353,7 +435,7 @@ impl Store {
 
     /// Deletes one refresh token.
     pub async fn delete_refresh(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = ?")
+        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
             .await?;
@@ -363,7 +445,7 @@ impl Store {
     /// Deletes refresh tokens past their absolute expiry or idle for `idle` seconds.
     pub async fn purge_refresh(&self, now: i64, idle: i64) -> Result<u64, StoreError> {
         let res =
-            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ? OR last_used_at <= ?")
+            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1 OR last_used_at <= $2")
                 .bind(now)
                 .bind(now - idle)
                 .execute(&self.pool)

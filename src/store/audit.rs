@@ -1,0 +1,143 @@
+//! The audit log table: one row per token decision.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// One decision as stored. Holds no secret, token or hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub at: i64,
+    /// Request id (also in the log line).
+    pub request_id: String,
+    /// Client address.
+    pub client: String,
+    /// Account (as authenticated, or as claimed when authentication failed).
+    pub account: String,
+    /// Identity kind (`user`, `robot`, …), empty when unknown.
+    pub kind: String,
+    /// Authentication backend.
+    pub via: String,
+    /// Service (audience).
+    pub service: String,
+    /// Requested scopes, space-separated.
+    pub requested: String,
+    /// Granted scopes, space-separated.
+    pub granted: String,
+    /// Requested but refused actions, as scopes, space-separated.
+    pub denied: String,
+    /// Ids of the rules that decided, space-separated.
+    pub rules: String,
+    /// `issued` or an error code.
+    pub outcome: String,
+    /// Client-facing error text, if any.
+    pub error: String,
+    /// Time spent, microseconds.
+    pub latency_us: i64,
+}
+
+/// Filters for [`Store::query_audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this account.
+    pub account: Option<String>,
+    /// Only requests naming this repository (substring of requested scopes).
+    pub repository: Option<String>,
+    /// Only records at or after this time (unix seconds).
+    pub since: Option<i64>,
+    /// Only records with refused actions or failed outcomes.
+    pub denied_only: bool,
+    /// Most rows returned (newest first).
+    pub limit: i64,
+}
+
+fn from_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        at: r.try_get("at")?,
+        request_id: r.try_get("request_id")?,
+        client: r.try_get("client")?,
+        account: r.try_get("account")?,
+        kind: r.try_get("kind")?,
+        via: r.try_get("via")?,
+        service: r.try_get("service")?,
+        requested: r.try_get("requested")?,
+        granted: r.try_get("granted")?,
+        denied: r.try_get("denied")?,
+        rules: r.try_get("rules")?,
+        outcome: r.try_get("outcome")?,
+        error: r.try_get("error")?,
+        latency_us: r.try_get("latency_us")?,
+    })
+}
+
+impl Store {
+    /// Inserts records in one transaction (all or none).
+    pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO audit_log (at, request_id, client, account, kind, via, service, requested,
+                 granted, denied, rules, outcome, error, latency_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(r.at)
+            .bind(&r.request_id)
+            .bind(&r.client)
+            .bind(&r.account)
+            .bind(&r.kind)
+            .bind(&r.via)
+            .bind(&r.service)
+            .bind(&r.requested)
+            .bind(&r.granted)
+            .bind(&r.denied)
+            .bind(&r.rules)
+            .bind(&r.outcome)
+            .bind(&r.error)
+            .bind(r.latency_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queries the audit log, newest first.
+    pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        // Fixed SQL with optional filters expressed as parameters, so no user input
+        // is ever spliced into the statement.
+        let rows = sqlx::query(
+            "SELECT at, request_id, client, account, kind, via, service, requested, granted, denied,
+                    rules, outcome, error, latency_us
+             FROM audit_log
+             WHERE ($1 = '' OR account = $1)
+               AND ($2 = '' OR requested LIKE $3)
+               AND at >= $4
+               AND ($5 = 0 OR denied <> '' OR outcome <> 'issued')
+             ORDER BY at DESC, id DESC
+             LIMIT $6",
+        )
+        .bind(q.account.clone().unwrap_or_default())
+        .bind(q.repository.clone().unwrap_or_default())
+        .bind(format!(
+            "%:{}:%",
+            q.repository.clone().unwrap_or_default().replace(['%', '_'], "")
+        ))
+        .bind(q.since.unwrap_or(0))
+        .bind(i64::from(q.denied_only))
+        .bind(q.limit.clamp(1, 100_000))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes records older than `before` (unix seconds); returns how many.
+    pub async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let res = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected())
+    }
+}
