@@ -68,9 +68,9 @@ impl Authenticator {
         if now - rec.last_used_at >= TOUCH_GRANULARITY {
             self.store.touch_refresh(&hash, now).await?;
         }
-        Ok(Authenticated {
-            user_id: Some(rec.user.id),
-            identity: identity_of(&rec.user, "refresh"),
-        })
+        Ok(Authenticated::local(
+            Some(rec.user.id),
+            identity_of(&rec.user, "refresh"),
+        ))
     }
 }

@@ -1,0 +1,254 @@
+//! The browser sign-in: authorization code flow with PKCE (S256), `state` and
+//! `nonce`, and the short server-side sessions of the sign-in page.
+//!
+//! Invariants: a `state` is single-use and expires after [`PENDING_TTL`]; the
+//! callback must come from the browser that started the flow (its cookie carries
+//! a binding secret compared in constant time); the code is exchanged with the
+//! PKCE verifier only berth knows; the ID token must carry the nonce berth sent.
+//! HTTP details (cookies, pages) are `http::login`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use data_encoding::BASE64URL_NOPAD;
+use ring::digest::{digest, SHA256};
+use secrecy::SecretString;
+use subtle::ConstantTimeEq;
+
+use super::jwt::{self, Expect, FederatedUser};
+use super::seal::random_string;
+use super::{Oidc, OidcError, Provider};
+
+/// How long a started sign-in may take.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// How long a sign-in page session lasts without use.
+pub const SESSION_IDLE: Duration = Duration::from_secs(1800);
+/// Longest a sign-in page session lasts.
+pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
+
+#[derive(Clone)]
+struct Pending {
+    provider: usize,
+    binding: String,
+    nonce: String,
+    verifier: String,
+    redirect_uri: String,
+}
+
+/// A signed-in browser.
+pub struct BrowserSession {
+    /// Provider that signed the user in.
+    pub provider: Arc<Provider>,
+    /// Who.
+    pub user: FederatedUser,
+    /// Offline refresh token (needed to mint tokens berth can re-check).
+    pub idp_refresh: Option<SecretString>,
+    /// Anti-CSRF token for the page's forms.
+    pub csrf: String,
+}
+
+impl std::fmt::Debug for BrowserSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserSession")
+            .field("provider", &self.provider.cfg.name)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// In-memory state of browser flows (a restart signs browsers out).
+pub struct Flows {
+    pending: moka::sync::Cache<String, Pending>,
+    sessions: moka::sync::Cache<String, Arc<BrowserSession>>,
+}
+
+impl Flows {
+    pub(super) fn new() -> Flows {
+        Flows {
+            pending: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(PENDING_TTL)
+                .build(),
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(SESSION_IDLE)
+                .time_to_live(SESSION_MAX)
+                .build(),
+        }
+    }
+}
+
+/// Where to send the browser, and what to remember in its cookie.
+#[derive(Debug)]
+pub struct Started {
+    /// The provider's authorization URL with all parameters.
+    pub url: String,
+    /// `state`, also the key of the pending flow.
+    pub state: String,
+    /// Secret the callback's cookie must carry.
+    pub binding: String,
+}
+
+/// PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    BASE64URL_NOPAD.encode(digest(&SHA256, verifier.as_bytes()).as_ref())
+}
+
+impl Oidc {
+    /// Providers offered on the sign-in page: `(name, display name)`.
+    pub fn login_providers(&self) -> Vec<(String, String)> {
+        self.providers
+            .iter()
+            .filter(|p| p.cfg.browser_login)
+            .map(|p| (p.cfg.name.clone(), p.cfg.display_name.clone()))
+            .collect()
+    }
+
+    /// Starts a sign-in with provider `name`; the provider sends the browser back
+    /// to `redirect_uri`.
+    pub async fn begin_login(&self, name: &str, redirect_uri: &str) -> Result<Started, OidcError> {
+        let Some((idx, p)) = self
+            .providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.cfg.name == name && p.cfg.browser_login)
+        else {
+            return Err(OidcError::Rejected(format!("no sign-in provider {name:?}")));
+        };
+        let meta = p.metadata().await?;
+        let rand = |n| {
+            random_string(&self.rng, n).ok_or_else(|| OidcError::Internal("no randomness".into()))
+        };
+        let pending = Pending {
+            provider: idx,
+            binding: rand(32)?,
+            nonce: rand(32)?,
+            verifier: rand(32)?,
+            redirect_uri: redirect_uri.to_owned(),
+        };
+        let state = rand(32)?;
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &p.cfg.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", "openid offline_access")
+            .append_pair("state", &state)
+            .append_pair("nonce", &pending.nonce)
+            .append_pair("code_challenge", &pkce_challenge(&pending.verifier))
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        let sep = if meta.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!("{}{sep}{query}", meta.authorization_endpoint);
+        let binding = pending.binding.clone();
+        self.browser.pending.insert(state.clone(), pending);
+        Ok(Started {
+            url,
+            state,
+            binding,
+        })
+    }
+
+    /// Finishes a sign-in: checks `state` (single use) against the browser's
+    /// `binding` cookie, exchanges `code` with the PKCE verifier, verifies the ID
+    /// token (nonce) and the access token. Returns the new session id.
+    pub async fn finish_login(
+        &self,
+        state: &str,
+        binding: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<(String, Arc<BrowserSession>), OidcError> {
+        // Removed before anything else: a state (and so its code verifier) is
+        // good for one exchange, whatever the outcome.
+        let Some(pending) = self.browser.pending.remove(state) else {
+            return Err(OidcError::Rejected(
+                "unknown or expired sign-in state; start again".into(),
+            ));
+        };
+        if !bool::from(pending.binding.as_bytes().ct_eq(binding.as_bytes())) {
+            return Err(OidcError::Rejected(
+                "the sign-in was started in another browser".into(),
+            ));
+        }
+        let Some(p) = self.providers.get(pending.provider).cloned() else {
+            return Err(OidcError::Internal("provider index".into()));
+        };
+        if code.is_empty() || code.len() > 4096 {
+            return Err(OidcError::Rejected("missing or oversized code".into()));
+        }
+        let tokens = p
+            .grant(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &pending.redirect_uri),
+                ("code_verifier", &pending.verifier),
+            ])
+            .await?;
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return Err(OidcError::Rejected("provider returned no ID token".into()));
+        };
+        let client = [p.cfg.client_id.clone()];
+        let expect = Expect {
+            issuer: &p.cfg.issuer,
+            audiences: &client,
+            authorized_party: None,
+            typ: &["ID"],
+            nonce: Some(&pending.nonce),
+            now,
+        };
+        let id_claims = p.verify(id_token, &expect).await?;
+        let user = p.user_from_access_token(&tokens.access_token, now).await?;
+        let id_sub = id_claims.get("sub").and_then(|v| v.as_str());
+        if id_sub.is_some_and(|s| s != user.subject) {
+            return Err(OidcError::Rejected(
+                "ID token and access token name different users".into(),
+            ));
+        }
+        if !jwt::valid_username(&user.username) {
+            return Err(OidcError::Rejected("username not acceptable".into()));
+        }
+        let session_id = random_string(&self.rng, 32)
+            .ok_or_else(|| OidcError::Internal("no randomness".into()))?;
+        let csrf = random_string(&self.rng, 32)
+            .ok_or_else(|| OidcError::Internal("no randomness".into()))?;
+        let session = Arc::new(BrowserSession {
+            provider: p,
+            user,
+            idp_refresh: tokens.refresh_token,
+            csrf,
+        });
+        self.browser
+            .sessions
+            .insert(session_id.clone(), session.clone());
+        tracing::info!(provider = %session.provider.cfg.name, user = %session.user.username, "signed in on the sign-in page");
+        Ok((session_id, session))
+    }
+
+    /// The session with this id, if it is alive.
+    pub fn browser_session(&self, id: &str) -> Option<Arc<BrowserSession>> {
+        if id.is_empty() || id.len() > 128 {
+            return None;
+        }
+        self.browser.sessions.get(id)
+    }
+
+    /// Signs a browser out.
+    pub fn end_browser_session(&self, id: &str) {
+        self.browser.sessions.invalidate(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pkce_rfc7636_appendix_b() {
+        assert_eq!(
+            super::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! Offline verification of provider-issued JWTs against the provider's JWKS, and
+//! the mapping of verified claims to a federated user.
+//!
+//! Security invariants kept here:
+//! - only asymmetric algorithms are accepted (`none` and `HS*` never are: an HMAC
+//!   "signed" with the provider's public key must not verify);
+//! - the header's `alg` must be one the key's type allows (and the JWK's own `alg`,
+//!   when it names one), so a key is never used with another algorithm family;
+//! - issuer, audience, expiry and not-before are checked against `now` given by the
+//!   caller, with a small leeway for clock skew;
+//! - tokens larger than [`MAX_TOKEN_LEN`] are refused before any decoding.
+
+use std::collections::{BTreeSet, HashMap};
+
+use data_encoding::BASE64URL_NOPAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::config::ProviderConfig;
+
+/// Largest token accepted (Keycloak's are 1-3 KiB).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY: i64 = 30;
+/// Most groups taken from one token.
+pub const MAX_GROUPS: usize = 256;
+
+/// Why a token was not accepted. The text is for logs; clients only learn that
+/// their credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Not a well-formed JWT.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The algorithm is not an accepted asymmetric one.
+    #[error("algorithm {0} is not accepted")]
+    Algorithm(String),
+    /// No key with this id is published (the caller may refetch the JWKS).
+    #[error("no published key with id {0:?}")]
+    UnknownKey(String),
+    /// Signature or claims are wrong.
+    #[error("token rejected: {0}")]
+    Rejected(String),
+}
+
+struct Key {
+    key: DecodingKey,
+    algs: Vec<Algorithm>,
+}
+
+/// The signing keys a provider publishes.
+#[derive(Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Key>,
+    unnamed: Vec<Key>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.by_kid.keys().collect::<Vec<_>>())
+            .field("unnamed", &self.unnamed.len())
+            .finish()
+    }
+}
+
+const RSA_ALGS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+fn key_algs(jwk: &Jwk) -> Vec<Algorithm> {
+    let family: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        // Symmetric ("oct") keys never verify anything here.
+        _ => vec![],
+    };
+    match jwk.common.key_algorithm.as_ref().map(|a| a.to_string()) {
+        Some(named) => family
+            .into_iter()
+            .filter(|a| format!("{a:?}") == named)
+            .collect(),
+        None => family,
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document, keeping the signature keys it can use.
+    pub fn from_json(body: &[u8]) -> Result<KeySet, String> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            keys: Vec<Value>,
+        }
+        let set: Raw = serde_json::from_slice(body)
+            .map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
+        let mut keys = KeySet::default();
+        // One by one: a key of a type this berth does not know (a new algorithm,
+        // an encryption key) is skipped instead of failing the whole set.
+        for jwk in set
+            .keys
+            .into_iter()
+            .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
+        {
+            let jwk = &jwk;
+            if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+                continue;
+            }
+            let algs = key_algs(jwk);
+            if algs.is_empty() {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let entry = Key { key, algs };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), entry);
+                }
+                None => keys.unnamed.push(entry),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.unnamed.len()
+    }
+
+    /// Whether no usable key was published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a key with this id is known.
+    pub fn has(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+}
+
+/// The parts of a JWT header that matter before verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peek {
+    /// Key id, if any.
+    pub kid: Option<String>,
+    /// The `iss` claim as written (unverified: only to pick the provider).
+    pub issuer: Option<String>,
+}
+
+fn b64_json(part: &str) -> Option<Map<String, Value>> {
+    let bytes = BASE64URL_NOPAD
+        .decode(part.trim_end_matches('=').as_bytes())
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Whether `s` has the shape of a JWT (three base64url parts, JSON header with
+/// `alg`), and if so its key id and unverified issuer. Cheap; verifies nothing.
+pub fn peek(s: &str) -> Option<Peek> {
+    if s.len() > MAX_TOKEN_LEN || s.len() < 16 || !s.starts_with("eyJ") {
+        return None;
+    }
+    let mut parts = s.split('.');
+    let (h, p, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let header = b64_json(h)?;
+    header.get("alg")?.as_str()?;
+    let payload = b64_json(p)?;
+    Some(Peek {
+        kid: header.get("kid").and_then(Value::as_str).map(str::to_owned),
+        issuer: payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// What a verified token must satisfy.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    /// Exact `iss`.
+    pub issuer: &'a str,
+    /// `aud` must contain one of these…
+    pub audiences: &'a [String],
+    /// …or `azp` must equal this (tokens berth obtained itself).
+    pub authorized_party: Option<&'a str>,
+    /// Accepted values of the `typ` claim when present (case-insensitive).
+    pub typ: &'a [&'a str],
+    /// Required `nonce` (ID tokens from the browser flow).
+    pub nonce: Option<&'a str>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+fn header_alg(token: &str) -> Result<Algorithm, VerifyError> {
+    let h = token
+        .split('.')
+        .next()
+        .and_then(b64_json)
+        .ok_or(VerifyError::Malformed("header is not base64url JSON"))?;
+    let alg = h
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(VerifyError::Malformed("header has no alg"))?;
+    let parsed: Algorithm = alg
+        .parse()
+        .map_err(|_| VerifyError::Algorithm(alg.chars().take(16).collect()))?;
+    if matches!(
+        parsed,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    ) {
+        return Err(VerifyError::Algorithm(alg.to_owned()));
+    }
+    Ok(parsed)
+}
+
+/// Verifies signature and claims; returns the claims.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    expect: &Expect<'_>,
+) -> Result<Map<String, Value>, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::Malformed("token too large"));
+    }
+    if token.split('.').count() != 3 {
+        return Err(VerifyError::Malformed("not three dot-separated parts"));
+    }
+    let alg = header_alg(token)?;
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| VerifyError::Malformed("header does not parse"))?;
+    let candidates: Vec<&Key> = match &header.kid {
+        Some(kid) => match keys.by_kid.get(kid) {
+            Some(k) => vec![k],
+            None => return Err(VerifyError::UnknownKey(kid.chars().take(64).collect())),
+        },
+        None => keys.unnamed.iter().chain(keys.by_kid.values()).collect(),
+    };
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let mut last = VerifyError::Rejected("no key for this algorithm".into());
+    let mut claims = None;
+    for key in candidates {
+        if !key.algs.contains(&alg) {
+            last = VerifyError::Algorithm(format!("{alg:?} for this key"));
+            continue;
+        }
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+            Ok(data) => {
+                claims = Some(data.claims);
+                break;
+            }
+            Err(e) => last = VerifyError::Rejected(format!("signature: {e}")),
+        }
+    }
+    let claims = claims.ok_or(last)?;
+    check_claims(&claims, expect)?;
+    Ok(claims)
+}
+
+fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, VerifyError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| VerifyError::Rejected(format!("{name} is not a number"))),
+    }
+}
+
+fn check_claims(claims: &Map<String, Value>, e: &Expect<'_>) -> Result<(), VerifyError> {
+    let rejected = |m: &str| Err(VerifyError::Rejected(m.to_owned()));
+    if claims.get("iss").and_then(Value::as_str) != Some(e.issuer) {
+        return rejected("wrong issuer");
+    }
+    let Some(exp) = int_claim(claims, "exp")? else {
+        return rejected("no exp");
+    };
+    if e.now >= exp + LEEWAY {
+        return rejected("expired");
+    }
+    if let Some(nbf) = int_claim(claims, "nbf")? {
+        if e.now + LEEWAY < nbf {
+            return rejected("not yet valid");
+        }
+    }
+    if let Some(iat) = int_claim(claims, "iat")? {
+        if e.now + LEEWAY < iat {
+            return rejected("issued in the future");
+        }
+    }
+    let auds: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let aud_ok = auds.iter().any(|a| e.audiences.iter().any(|x| x == a));
+    let azp_ok = e.authorized_party.is_some()
+        && claims.get("azp").and_then(Value::as_str) == e.authorized_party;
+    if !aud_ok && !azp_ok {
+        return rejected("wrong audience");
+    }
+    if let Some(typ) = claims.get("typ").and_then(Value::as_str) {
+        if !e.typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+            return rejected("wrong token type");
+        }
+    }
+    if let Some(nonce) = e.nonce {
+        let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            got.as_bytes(),
+            nonce.as_bytes(),
+        )) {
+            return rejected("wrong nonce");
+        }
+    }
+    Ok(())
+}
+
+/// A federated user, as the provider's claims describe them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedUser {
+    /// The provider's stable `sub`.
+    pub subject: String,
+    /// Username (the configured claim).
+    pub username: String,
+    /// Groups and roles, prefixed as configured, sorted.
+    pub groups: Vec<String>,
+}
+
+/// Whether a provider username is acceptable as a berth account name: 1-128 of
+/// `[A-Za-z0-9._@-]`, starting with a letter or digit. Rules out `/`, so a
+/// federated name can never reach into another namespace through `${account}`.
+pub fn valid_username(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+}
+
+fn strings(v: Option<&Value>) -> impl Iterator<Item = &str> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+/// Maps verified claims to a user, per the provider's settings.
+pub fn user_from_claims(
+    cfg: &ProviderConfig,
+    claims: &Map<String, Value>,
+) -> Result<FederatedUser, VerifyError> {
+    let username = claims
+        .get(&cfg.username_claim)
+        .and_then(Value::as_str)
+        .ok_or_else(|| VerifyError::Rejected(format!("no {} claim", cfg.username_claim)))?;
+    if !valid_username(username) {
+        return Err(VerifyError::Rejected(format!(
+            "username {:?} is not acceptable",
+            username.chars().take(64).collect::<String>()
+        )));
+    }
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .unwrap_or(username)
+        .to_owned();
+    let mut groups = BTreeSet::new();
+    let mut add = |prefix: &str, name: &str| {
+        let g = format!("{prefix}{name}");
+        if groups.len() < MAX_GROUPS {
+            if let Ok(g) = crate::authn::parse_group(&g) {
+                groups.insert(g);
+            }
+        }
+    };
+    if let Some(claim) = &cfg.groups_claim {
+        for g in strings(claims.get(claim)) {
+            let g = if cfg.strip_group_slash {
+                g.strip_prefix('/').unwrap_or(g)
+            } else {
+                g
+            };
+            add(&cfg.groups_prefix, g);
+        }
+    }
+    if cfg.realm_roles {
+        let roles = claims.get("realm_access").and_then(|r| r.get("roles"));
+        for r in strings(roles) {
+            add(&cfg.realm_roles_prefix, r);
+        }
+    }
+    for client in &cfg.client_roles {
+        let roles = claims
+            .get("resource_access")
+            .and_then(|r| r.get(client))
+            .and_then(|c| c.get("roles"));
+        for r in strings(roles) {
+            add(&cfg.client_roles_prefix, r);
+        }
+    }
+    Ok(FederatedUser {
+        subject,
+        username: username.to_owned(),
+        groups: groups.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;

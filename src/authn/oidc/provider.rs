@@ -1,0 +1,446 @@
+//! One OpenID provider: discovery, the JWKS cache and calls to the token endpoint.
+//!
+//! Every call has the provider's timeout. Discovery and keys are fetched lazily
+//! (berth starts while the provider is down), kept, and refreshed hourly; an
+//! unknown `kid` refetches the JWKS at most once per `jwks_min_refetch`. After a
+//! transport failure the provider is treated as down for [`DOWN_BACKOFF`]: calls
+//! fail at once instead of piling up on a dead or slow provider.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::config::{ProviderConfig, SecretSource};
+use super::jwt::{self, Expect, FederatedUser, KeySet};
+use super::OidcError;
+
+/// How long a provider that failed at the transport level is not called again.
+pub const DOWN_BACKOFF: Duration = Duration::from_secs(2);
+/// Discovery and JWKS are refreshed this often even without an unknown `kid`.
+const META_TTL: Duration = Duration::from_secs(3600);
+/// Largest response body read from a provider.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// The endpoints discovery tells.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    /// Must equal the configured issuer.
+    pub issuer: String,
+    /// Browser sign-in.
+    pub authorization_endpoint: String,
+    /// Grants.
+    pub token_endpoint: String,
+    /// Signing keys.
+    pub jwks_uri: String,
+    /// Logout, if offered.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+/// Tokens from the token endpoint.
+pub struct TokenSet {
+    /// Access token (a JWT at Keycloak).
+    pub access_token: String,
+    /// ID token, when `openid` was asked for.
+    pub id_token: Option<String>,
+    /// Refresh token, if the provider gave one.
+    pub refresh_token: Option<SecretString>,
+}
+
+#[derive(Deserialize)]
+struct RawTokens {
+    access_token: String,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    fetched: Instant,
+}
+
+/// A configured provider and its caches.
+pub struct Provider {
+    /// Settings.
+    pub cfg: ProviderConfig,
+    secret: SecretString,
+    http: reqwest::Client,
+    meta: RwLock<Option<Cached<Metadata>>>,
+    keys: RwLock<Option<Cached<KeySet>>>,
+    meta_fetching: tokio::sync::Mutex<()>,
+    keys_fetching: tokio::sync::Mutex<()>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.cfg.name)
+            .field("issuer", &self.cfg.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_secret(src: &SecretSource, name: &str) -> Result<SecretString, OidcError> {
+    let value = match src {
+        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            OidcError::Config(format!(
+                "provider {name}: cannot read client_secret_file {}: {e}",
+                path.display()
+            ))
+        })?,
+        SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+            OidcError::Config(format!(
+                "provider {name}: environment variable {var} (client_secret_env) is not set"
+            ))
+        })?,
+    };
+    let value = value.lines().next().unwrap_or("").trim().to_owned();
+    if value.is_empty() {
+        return Err(OidcError::Config(format!(
+            "provider {name}: the client secret is empty"
+        )));
+    }
+    Ok(SecretString::from(value))
+}
+
+impl Provider {
+    /// Builds the provider: reads the client secret and CA file. Does not contact
+    /// the provider.
+    pub fn new(cfg: ProviderConfig) -> Result<Provider, OidcError> {
+        let secret = read_secret(&cfg.client_secret, &cfg.name)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                OidcError::Config(format!(
+                    "provider {}: cannot read ca_file {}: {e}",
+                    cfg.name,
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                OidcError::Config(format!(
+                    "provider {}: ca_file {}: {e}",
+                    cfg.name,
+                    path.display()
+                ))
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| OidcError::Config(format!("provider {}: {e}", cfg.name)))?;
+        Ok(Provider {
+            cfg,
+            secret,
+            http,
+            meta: RwLock::new(None),
+            keys: RwLock::new(None),
+            meta_fetching: tokio::sync::Mutex::new(()),
+            keys_fetching: tokio::sync::Mutex::new(()),
+            down_until: Mutex::new(None),
+        })
+    }
+
+    fn unavailable(&self, what: impl std::fmt::Display) -> OidcError {
+        OidcError::Unavailable(format!("provider {}: {what}", self.cfg.name))
+    }
+
+    fn check_down(&self) -> Result<(), OidcError> {
+        let down = self.down_until.lock().map(|g| *g).unwrap_or(None);
+        match down {
+            Some(t) if Instant::now() < t => {
+                Err(self.unavailable("down (recent failure), not called"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn mark(&self, up: bool) {
+        if let Ok(mut g) = self.down_until.lock() {
+            *g = (!up).then(|| Instant::now() + DOWN_BACKOFF);
+        }
+    }
+
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, OidcError> {
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(self.unavailable("response larger than 1 MiB"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    self.mark(false);
+                    return Err(self.unavailable(format!("reading response: {e}")));
+                }
+            }
+        }
+    }
+
+    /// GET a JSON document; transport failures and non-2xx mark the provider down.
+    async fn get_json(&self, url: &str) -> Result<Vec<u8>, OidcError> {
+        self.check_down()?;
+        let resp = match self.http.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.mark(false);
+                return Err(self.unavailable(format!("GET {url}: {e}")));
+            }
+        };
+        let status = resp.status();
+        let body = self.read_body(resp).await?;
+        if !status.is_success() {
+            if status.is_server_error() {
+                self.mark(false);
+            }
+            return Err(self.unavailable(format!("GET {url}: HTTP {status}")));
+        }
+        self.mark(true);
+        Ok(body)
+    }
+
+    fn cached_meta(&self, fresh_only: bool) -> Option<Arc<Metadata>> {
+        let g = self.meta.read().ok()?;
+        let c = g.as_ref()?;
+        (!fresh_only || c.fetched.elapsed() < META_TTL).then(|| c.value.clone())
+    }
+
+    /// Discovery, fetched on first use and refreshed hourly (a stale copy is used
+    /// while the provider cannot be reached).
+    pub async fn metadata(&self) -> Result<Arc<Metadata>, OidcError> {
+        if let Some(m) = self.cached_meta(true) {
+            return Ok(m);
+        }
+        let _guard = self.meta_fetching.lock().await;
+        if let Some(m) = self.cached_meta(true) {
+            return Ok(m);
+        }
+        let url = format!("{}/.well-known/openid-configuration", self.cfg.issuer);
+        let fetched = async {
+            let body = self.get_json(&url).await?;
+            let meta: Metadata = serde_json::from_slice(&body)
+                .map_err(|e| self.unavailable(format!("discovery document is invalid: {e}")))?;
+            // OpenID Connect Discovery §4.3: the issuer must be the one asked for,
+            // or tokens from another issuer could be accepted.
+            if meta.issuer.trim_end_matches('/') != self.cfg.issuer {
+                return Err(OidcError::Config(format!(
+                    "provider {}: discovery says issuer {:?}, configured {:?}",
+                    self.cfg.name, meta.issuer, self.cfg.issuer
+                )));
+            }
+            Ok(meta)
+        }
+        .await;
+        match fetched {
+            Ok(meta) => {
+                let meta = Arc::new(meta);
+                if let Ok(mut g) = self.meta.write() {
+                    *g = Some(Cached {
+                        value: meta.clone(),
+                        fetched: Instant::now(),
+                    });
+                }
+                Ok(meta)
+            }
+            Err(e) => match self.cached_meta(false) {
+                Some(stale) => {
+                    tracing::warn!(provider = %self.cfg.name, error = %e, "discovery refresh failed; using the previous document");
+                    Ok(stale)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    fn cached_keys(&self) -> Option<(Arc<KeySet>, Duration)> {
+        let g = self.keys.read().ok()?;
+        let c = g.as_ref()?;
+        Some((c.value.clone(), c.fetched.elapsed()))
+    }
+
+    async fn fetch_keys(&self) -> Result<Arc<KeySet>, OidcError> {
+        let meta = self.metadata().await?;
+        let body = self.get_json(&meta.jwks_uri).await?;
+        let keys = KeySet::from_json(&body).map_err(|e| self.unavailable(e))?;
+        if keys.is_empty() {
+            return Err(self.unavailable("JWKS holds no usable signing key"));
+        }
+        let keys = Arc::new(keys);
+        if let Ok(mut g) = self.keys.write() {
+            *g = Some(Cached {
+                value: keys.clone(),
+                fetched: Instant::now(),
+            });
+        }
+        tracing::info!(provider = %self.cfg.name, keys = keys.len(), "fetched provider signing keys");
+        Ok(keys)
+    }
+
+    /// Keys that can verify a token with this `kid`: the cached set, refetched when
+    /// missing, an hour old, or lacking `kid` (at most once per `jwks_min_refetch`).
+    async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, OidcError> {
+        let usable = |(keys, age): &(Arc<KeySet>, Duration)| {
+            *age < META_TTL && kid.is_none_or(|k| keys.has(k))
+        };
+        if let Some(c) = self.cached_keys().filter(usable) {
+            return Ok(c.0);
+        }
+        let _guard = self.keys_fetching.lock().await;
+        match self.cached_keys() {
+            Some(c) if usable(&c) => Ok(c.0),
+            // Unknown kid, fetched recently: no refetch (a flood of forged kids
+            // must not turn into a flood of JWKS requests).
+            Some((keys, age)) if age < self.cfg.jwks_min_refetch => Ok(keys),
+            Some((keys, _)) => match self.fetch_keys().await {
+                Ok(k) => Ok(k),
+                Err(e) => {
+                    tracing::warn!(provider = %self.cfg.name, error = %e, "JWKS refresh failed; using the previous keys");
+                    // Count the failed attempt as a fetch, so the bound holds.
+                    if let Ok(mut g) = self.keys.write() {
+                        *g = Some(Cached {
+                            value: keys.clone(),
+                            fetched: Instant::now(),
+                        });
+                    }
+                    Ok(keys)
+                }
+            },
+            None => self.fetch_keys().await,
+        }
+    }
+
+    /// Verifies a JWT from this provider.
+    pub async fn verify(
+        &self,
+        token: &str,
+        expect: &Expect<'_>,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let kid = jwt::peek(token).and_then(|p| p.kid);
+        let keys = self.keys_for(kid.as_deref()).await?;
+        jwt::verify(token, &keys, expect).map_err(OidcError::Token)
+    }
+
+    /// Verifies an access token obtained by berth itself (grant responses): issuer,
+    /// signature, expiry, and audience berth or authorized party berth.
+    pub async fn user_from_access_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<FederatedUser, OidcError> {
+        let expect = Expect {
+            issuer: &self.cfg.issuer,
+            audiences: &self.cfg.audiences,
+            authorized_party: Some(&self.cfg.client_id),
+            typ: &["Bearer", "at+jwt"],
+            nonce: None,
+            now,
+        };
+        let claims = self.verify(token, &expect).await?;
+        jwt::user_from_claims(&self.cfg, &claims).map_err(OidcError::Token)
+    }
+
+    /// Verifies an access token given as a password: as above, but the audience
+    /// must be one of `audiences` (a token for another client is refused).
+    pub async fn user_from_bearer(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<FederatedUser, OidcError> {
+        let expect = Expect {
+            issuer: &self.cfg.issuer,
+            audiences: &self.cfg.audiences,
+            authorized_party: None,
+            typ: &["Bearer", "at+jwt"],
+            nonce: None,
+            now,
+        };
+        let claims = self.verify(token, &expect).await?;
+        jwt::user_from_claims(&self.cfg, &claims).map_err(OidcError::Token)
+    }
+
+    /// POSTs a grant to the token endpoint.
+    pub async fn grant(&self, params: &[(&str, &str)]) -> Result<TokenSet, OidcError> {
+        let meta = self.metadata().await?;
+        self.check_down()?;
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        form.push(("client_id", &self.cfg.client_id));
+        form.push(("client_secret", self.secret.expose_secret()));
+        let resp = match self
+            .http
+            .post(&meta.token_endpoint)
+            .form(&form)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.mark(false);
+                // reqwest's error text names the URL, never the form.
+                return Err(self.unavailable(format!("token endpoint: {e}")));
+            }
+        };
+        let status = resp.status();
+        let body = self.read_body(resp).await?;
+        if status.is_server_error() {
+            self.mark(false);
+            return Err(self.unavailable(format!("token endpoint: HTTP {status}")));
+        }
+        self.mark(true);
+        if status.is_success() {
+            let raw: RawTokens = serde_json::from_slice(&body).map_err(|_| {
+                self.unavailable(format!(
+                    "token endpoint answered {status} with a body that is not a token response"
+                ))
+            })?;
+            return Ok(TokenSet {
+                access_token: raw.access_token,
+                id_token: raw.id_token,
+                refresh_token: raw.refresh_token.map(SecretString::from),
+            });
+        }
+        let err: RawError = serde_json::from_slice(&body).map_err(|_| {
+            self.unavailable(format!(
+                "token endpoint answered {status} with a body that is not an OAuth error"
+            ))
+        })?;
+        let detail: String = format!(
+            "{}: {}",
+            err.error,
+            err.error_description.unwrap_or_default()
+        )
+        .chars()
+        .take(200)
+        .collect();
+        match err.error.as_str() {
+            // The user's credentials, code or session: their problem.
+            "invalid_grant" | "invalid_token" | "access_denied" => Err(OidcError::Rejected(detail)),
+            // berth's client is misconfigured: nobody can fix it by retyping.
+            _ => Err(OidcError::Config(format!(
+                "provider {}: token endpoint refused berth's client ({detail})",
+                self.cfg.name
+            ))),
+        }
+    }
+}
