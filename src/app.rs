@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::policy::reload::PolicyHandle;
 use crate::policy::{Policy, PolicyError};
 use crate::store::{Store, StoreError};
-use crate::token::{keys, Algorithm, KeyError, KeySet, Signer};
+use crate::token::{generate, keys, Algorithm, KeyError, KeySet, Signer};
 
 /// Why berth could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,17 +72,10 @@ pub fn ensure_keys(
     now: OffsetDateTime,
 ) -> Result<(KeySet, Option<String>), KeyError> {
     let dir = &config.keys_dir;
-    let has_key = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .any(|e| e.path().extension().and_then(|x| x.to_str()) == Some("key"))
-        })
-        .unwrap_or(false);
-    let generated = if has_key {
+    let generated = if keys::has_signing_key(dir) {
         None
     } else {
-        Some(keys::generate(dir, Algorithm::Es256, now)?)
+        Some(generate::generate(dir, Algorithm::Es256, now, now)?)
     };
     let set = KeySet::load(dir)?;
     set.active(now)?;
@@ -206,14 +199,12 @@ async fn purge_loop(state: AppState) {
 
 /// The `auth: token:` block a distribution registry needs to trust berth.
 pub fn registry_config(config: &Config) -> String {
-    let bundle = std::path::absolute(config.keys_dir.join(keys::BUNDLE_FILE))
-        .unwrap_or_else(|_| config.keys_dir.join(keys::BUNDLE_FILE));
-    let service = &config.services[0].name;
-    format!(
-        "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {bundle}\n",
-        realm = config.realm(),
-        issuer = config.issuer,
-        bundle = bundle.display(),
+    let service = &config.services[0];
+    crate::token::registry::config_block(
+        config,
+        service,
+        crate::token::registry::Flavor::for_key_id(service.key_id),
+        None,
     )
 }
 

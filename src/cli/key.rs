@@ -4,18 +4,33 @@ use clap::Subcommand;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::{Config, KeyIdMode};
-use crate::token::{jwks, keys, Algorithm, KeySet};
+use crate::config::{parse_duration, Config, KeyIdMode};
+use crate::token::{generate, jwks, Algorithm, KeySet};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Generate a new signing key and self-signed certificate; it signs from now on.
+    /// Generate a new signing key (certified by berth's CA); it signs from now on.
     Generate {
-        /// Algorithm: es256 (default) or rs256 (RSA 2048).
+        /// Algorithm: es256 (default), es384, rs256, ps256 or eddsa.
         #[arg(long, default_value = "es256")]
         alg: Algorithm,
     },
-    /// Show keys: algorithm, key IDs in both forms, expiry.
+    /// Add a new signing key that is published now and signs only after a delay.
+    ///
+    /// bundle.pem and jwks.json list the new key at once; registries that read them
+    /// at start (kid modes) must be restarted within the delay. Registries trusting
+    /// berth's CA (x5c) need nothing. The old key stays published, so tokens it
+    /// signed keep verifying until they expire; a running berth switches by itself.
+    Rotate {
+        /// Algorithm of the new key (default: that of the key signing now).
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// How long to publish before signing, like 90s, 30m or 1h
+        /// (default: `key_publish_delay`).
+        #[arg(long, value_parser = parse_duration)]
+        publish_delay: Option<std::time::Duration>,
+    },
+    /// Show keys: algorithm, key IDs in both forms, when each signs.
     Show,
     /// Print the certificates for a registry's `rootcertbundle`.
     Bundle,
@@ -27,32 +42,68 @@ pub enum KeyCommand {
     },
 }
 
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
 pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     match cmd {
         KeyCommand::Generate { alg } => {
-            let name = keys::generate(&config.keys_dir, alg, now)?;
+            let name = generate::generate(&config.keys_dir, alg, now, now)?;
             let set = KeySet::load(&config.keys_dir)?;
             set.write_bundle(now)?;
             println!(
-                "generated {name} ({}) in {}; bundle.pem and jwks.json updated. Restart berth to sign with it.",
+                "generated {name} ({}) in {}; bundle.pem and jwks.json updated. \
+                 A running berth signs with it within seconds; registries that trust \
+                 keys by kid need the new bundle.pem or jwks.json (restart them).",
                 alg.jose(),
                 config.keys_dir.display()
+            );
+        }
+        KeyCommand::Rotate { alg, publish_delay } => {
+            let set = KeySet::load(&config.keys_dir)?;
+            let current = set.active(now)?;
+            let alg = alg.unwrap_or(current.alg);
+            let delay = publish_delay.unwrap_or(config.key_publish_delay);
+            let delay = time::Duration::try_from(delay)?;
+            let signs_from = now + delay;
+            let name = generate::generate(&config.keys_dir, alg, now, signs_from)?;
+            let set = KeySet::load(&config.keys_dir)?;
+            set.write_bundle(now)?;
+            println!(
+                "added {name} ({}), published now in bundle.pem and jwks.json; it signs from {} \
+                 (in {}s). {} keeps signing until then and stays published.\n\
+                 Registries that trust berth's CA (key_id = \"x5c\") need nothing. Restart \
+                 registries that read bundle.pem or jwks.json (kid modes) before that time.",
+                alg.jose(),
+                rfc3339(signs_from),
+                delay.whole_seconds(),
+                current.name,
             );
         }
         KeyCommand::Show => {
             let set = KeySet::load(&config.keys_dir)?;
             let active = set.active(now).ok().map(|k| k.name.clone());
             for k in &set.keys {
+                let state = if active.as_deref() == Some(k.name.as_str()) {
+                    "  (signing)"
+                } else if k.signs_from() > now {
+                    "  (published, signs later)"
+                } else if k.published_at(now) {
+                    "  (published, superseded)"
+                } else {
+                    "  (expired)"
+                };
                 println!(
-                    "{}{}\n  algorithm:  {}\n  libtrust:   {}\n  thumbprint: {}\n  valid:      {} .. {}",
+                    "{}{state}\n  algorithm:  {}\n  libtrust:   {}\n  thumbprint: {}\n  issuer:     {}\n  signs:      {} .. {}",
                     k.name,
-                    if active.as_deref() == Some(k.name.as_str()) { "  (active)" } else { "" },
                     k.alg.jose(),
                     k.kid_libtrust,
                     k.kid_thumbprint,
-                    k.not_before.format(&Rfc3339).unwrap_or_default(),
-                    k.not_after.format(&Rfc3339).unwrap_or_default(),
+                    if k.chain.len() > 1 { "berth CA (ca.crt)" } else { "self-signed" },
+                    rfc3339(k.signs_from()),
+                    rfc3339(k.not_after),
                 );
             }
             if set.keys.is_empty() {

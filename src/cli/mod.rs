@@ -2,6 +2,7 @@
 
 mod key;
 mod policy;
+mod registry_config;
 mod serve;
 mod user;
 
@@ -28,8 +29,8 @@ pub struct Cli {
 enum Command {
     /// Run the token server (creates keys and the first admin on first start).
     Serve,
-    /// Print the `auth: token:` block for a distribution registry's config.yml.
-    RegistryConfig,
+    /// Print the block a registry's configuration needs to trust berth's tokens.
+    RegistryConfig(registry_config::RegistryConfigArgs),
     /// Manage local users.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -68,10 +69,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve::run(config).await,
-        Command::RegistryConfig => {
-            print!("{}", crate::app::registry_config(&config));
-            Ok(())
-        }
+        Command::RegistryConfig(args) => registry_config::run(&config, args),
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
         Command::Policy(cmd) => policy::run(config, cmd).await,

@@ -20,12 +20,18 @@ pub fn jwk(key: &SigningKey, kid: &str) -> Value {
             "n": BASE64URL_NOPAD.encode(n),
             "e": BASE64URL_NOPAD.encode(e),
         }),
+        PublicKey::Okp { crv, x } => json!({
+            "kty": "OKP",
+            "crv": crv,
+            "x": BASE64URL_NOPAD.encode(x),
+        }),
     };
     if let Value::Object(map) = &mut v {
         map.insert("kid".into(), kid.into());
         map.insert("use".into(), "sig".into());
         map.insert("alg".into(), key.alg.jose().into());
-        map.insert("x5c".into(), json!([BASE64.encode(&key.cert_der)]));
+        let chain: Vec<String> = key.chain.iter().map(|c| BASE64.encode(c)).collect();
+        map.insert("x5c".into(), json!(chain));
     }
     v
 }

@@ -1,18 +1,23 @@
-//! Signing keys on disk: generation, loading, and the certificate bundle.
+//! Signing keys on disk: loading, the certificate bundle and the JWKS file.
 //!
 //! A key is a pair of files in the keys directory: `NAME.key` (PKCS#8 PEM, mode 0600)
-//! and `NAME.crt` (a self-signed certificate for the same key). `bundle.pem` holds every
-//! certificate, for a registry's `rootcertbundle`. This module does not sign tokens
-//! (see `signer`).
+//! and `NAME.crt` (its certificate, issued by berth's CA `ca.crt`, or self-signed by
+//! keys from before the CA existed). `bundle.pem` holds the CA and every published
+//! certificate, for a registry's `rootcertbundle`; `jwks.json` holds the published
+//! public keys, for distribution 3's `jwks` option.
+//!
+//! When a key signs is read from its certificate: from `notBefore` + [`CERT_BACKDATE`]
+//! until `notAfter`. Certificates are backdated so a registry whose clock lags still
+//! accepts an `x5c` chain, and a rotated key's certificate starts in the future, so
+//! the key is published before it signs. Generation lives in `generate`; this module
+//! does not sign tokens (see `signer`).
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey as X509PublicKey;
@@ -23,6 +28,10 @@ use super::kid;
 pub const BUNDLE_FILE: &str = "bundle.pem";
 /// Name of the JWKS file written beside the bundle (distribution 3's `jwks` option).
 pub const JWKS_FILE: &str = "jwks.json";
+/// File stem of berth's certificate authority (`ca.key`, `ca.crt`); never signs tokens.
+pub const CA_NAME: &str = "ca";
+/// How far a certificate's `notBefore` lies before the moment its key starts to sign.
+pub const CERT_BACKDATE: time::Duration = time::Duration::hours(1);
 
 /// Errors loading or generating keys.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +60,14 @@ pub enum KeyError {
     Generate(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn invalid(path: &Path, problem: impl Into<String>) -> KeyError {
+pub(crate) fn invalid(path: &Path, problem: impl Into<String>) -> KeyError {
     KeyError::Invalid {
         path: path.to_owned(),
         problem: problem.into(),
@@ -66,21 +75,56 @@ fn invalid(path: &Path, problem: impl Into<String>) -> KeyError {
 }
 
 /// Signature algorithm of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
-    /// ECDSA P-256 with SHA-256.
+    /// ECDSA P-256 with SHA-256 (the default: every registry accepts it).
     Es256,
+    /// ECDSA P-384 with SHA-384.
+    Es384,
     /// RSA PKCS#1 v1.5 with SHA-256.
     Rs256,
+    /// RSA-PSS with SHA-256.
+    Ps256,
+    /// Ed25519.
+    EdDsa,
 }
 
 impl Algorithm {
+    /// Every algorithm berth signs with.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::Es256,
+        Algorithm::Es384,
+        Algorithm::Rs256,
+        Algorithm::Ps256,
+        Algorithm::EdDsa,
+    ];
+
     /// The JOSE name.
     pub fn jose(self) -> &'static str {
         match self {
             Algorithm::Es256 => "ES256",
+            Algorithm::Es384 => "ES384",
             Algorithm::Rs256 => "RS256",
+            Algorithm::Ps256 => "PS256",
+            Algorithm::EdDsa => "EdDSA",
         }
+    }
+
+    /// Prefix of key file names; for RSA keys it is what tells PS256 from RS256.
+    pub fn file_prefix(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "es256",
+            Algorithm::Es384 => "es384",
+            Algorithm::Rs256 => "rs256",
+            Algorithm::Ps256 => "ps256",
+            Algorithm::EdDsa => "eddsa",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.jose())
     }
 }
 
@@ -89,8 +133,13 @@ impl std::str::FromStr for Algorithm {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "es256" => Ok(Algorithm::Es256),
+            "es384" => Ok(Algorithm::Es384),
             "rs256" => Ok(Algorithm::Rs256),
-            other => Err(format!("unsupported algorithm {other:?} (es256 or rs256)")),
+            "ps256" => Ok(Algorithm::Ps256),
+            "eddsa" | "ed25519" => Ok(Algorithm::EdDsa),
+            other => Err(format!(
+                "unsupported algorithm {other:?} (es256, es384, rs256, ps256 or eddsa)"
+            )),
         }
     }
 }
@@ -100,11 +149,11 @@ impl std::str::FromStr for Algorithm {
 pub enum PublicKey {
     /// Elliptic curve point.
     Ec {
-        /// Curve name (`P-256`).
+        /// Curve name (`P-256` or `P-384`).
         crv: &'static str,
-        /// X coordinate, big-endian.
+        /// X coordinate, big-endian, full width.
         x: Vec<u8>,
-        /// Y coordinate, big-endian.
+        /// Y coordinate, big-endian, full width.
         y: Vec<u8>,
     },
     /// RSA modulus and exponent, big-endian without leading zeros.
@@ -114,11 +163,19 @@ pub enum PublicKey {
         /// Public exponent.
         e: Vec<u8>,
     },
+    /// Octet key pair (Ed25519).
+    Okp {
+        /// Curve name (`Ed25519`).
+        crv: &'static str,
+        /// The public key.
+        x: Vec<u8>,
+    },
 }
 
 enum Pair {
     Ec(EcdsaKeyPair),
     Rsa(RsaKeyPair),
+    Ed(Ed25519KeyPair),
 }
 
 /// A loaded signing key with its certificate and derived identifiers.
@@ -135,6 +192,9 @@ pub struct SigningKey {
     pub cert_der: Vec<u8>,
     /// PEM of the certificate.
     pub cert_pem: String,
+    /// DER certificates for an `x5c` header: this key's, then its issuer's when
+    /// berth's CA issued it.
+    pub chain: Vec<Vec<u8>>,
     /// Public key material.
     pub public: PublicKey,
     /// Certificate validity start.
@@ -156,6 +216,55 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Reads a PEM file with one block of the expected tag.
+pub(crate) fn read_pem(path: &Path, tag: &str) -> Result<Vec<u8>, KeyError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    let block = pem::parse(&text).map_err(|e| invalid(path, format!("not PEM: {e}")))?;
+    if block.tag() != tag {
+        return Err(invalid(path, format!("expected a {tag:?} PEM block")));
+    }
+    Ok(block.contents().to_vec())
+}
+
+/// The public key of a certificate, or why berth cannot use it.
+fn public_key_of(x509: &X509Certificate<'_>) -> Result<PublicKey, String> {
+    let spki = x509.public_key();
+    if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 {
+        let data = spki.subject_public_key.data.to_vec();
+        if data.len() != 32 {
+            return Err("malformed Ed25519 public key".into());
+        }
+        return Ok(PublicKey::Okp {
+            crv: "Ed25519",
+            x: data,
+        });
+    }
+    match spki.parsed() {
+        Ok(X509PublicKey::EC(point)) => {
+            let data = point.data();
+            let crv = match data.len() {
+                65 => "P-256",
+                97 => "P-384",
+                _ => return Err("only uncompressed P-256 and P-384 points are supported".into()),
+            };
+            if data[0] != 4 {
+                return Err("only uncompressed EC points are supported".into());
+            }
+            let half = (data.len() - 1) / 2;
+            Ok(PublicKey::Ec {
+                crv,
+                x: data[1..=half].to_vec(),
+                y: data[half + 1..].to_vec(),
+            })
+        }
+        Ok(X509PublicKey::RSA(rsa)) => Ok(PublicKey::Rsa {
+            n: strip_zeros(rsa.modulus),
+            e: strip_zeros(rsa.exponent),
+        }),
+        _ => Err("unsupported public key type".into()),
+    }
+}
+
 impl SigningKey {
     /// Signs `message` (the JWS signing input) and returns the raw JWS signature.
     pub fn sign(&self, rng: &SystemRandom, message: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -165,102 +274,123 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| KeyError::Generate("ECDSA signing failed".into())),
             Pair::Rsa(k) => {
+                let padding: &'static dyn signature::RsaEncoding = match self.alg {
+                    Algorithm::Ps256 => &signature::RSA_PSS_SHA256,
+                    _ => &signature::RSA_PKCS1_SHA256,
+                };
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, rng, message, &mut sig)
+                k.sign(padding, rng, message, &mut sig)
                     .map_err(|_| KeyError::Generate("RSA signing failed".into()))?;
                 Ok(sig)
             }
+            Pair::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
         }
     }
 
-    /// Whether the certificate is valid at `now`.
-    pub fn valid_at(&self, now: OffsetDateTime) -> bool {
-        self.not_before <= now && now < self.not_after
+    /// When this key starts to sign: [`CERT_BACKDATE`] after its certificate's `notBefore`.
+    pub fn signs_from(&self) -> OffsetDateTime {
+        self.not_before + CERT_BACKDATE
     }
 
-    /// Loads `NAME.key` and `NAME.crt` from `dir`.
-    pub fn load(dir: &Path, name: &str) -> Result<Self, KeyError> {
+    /// Whether this key may sign at `now`.
+    pub fn valid_at(&self, now: OffsetDateTime) -> bool {
+        self.signs_from() <= now && now < self.not_after
+    }
+
+    /// Whether registries should trust this key at `now`: its certificate has not
+    /// expired (keys that sign only later are published ahead of time).
+    pub fn published_at(&self, now: OffsetDateTime) -> bool {
+        now < self.not_after
+    }
+
+    /// Loads `NAME.key` and `NAME.crt` from `dir`; `ca` is berth's CA certificate
+    /// (DER), if there is one, to build the `x5c` chain.
+    pub fn load(dir: &Path, name: &str, ca: Option<&[u8]>) -> Result<Self, KeyError> {
         let key_path = dir.join(format!("{name}.key"));
         let crt_path = dir.join(format!("{name}.crt"));
-        let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let cert_pem = fs::read_to_string(&crt_path).map_err(io_err(&crt_path))?;
-        let key_der =
-            pem::parse(&key_pem).map_err(|e| invalid(&key_path, format!("not PEM: {e}")))?;
-        if key_der.tag() != "PRIVATE KEY" {
-            return Err(invalid(
-                &key_path,
-                "expected a PKCS#8 \"PRIVATE KEY\" PEM block",
-            ));
-        }
-        let cert =
-            pem::parse(&cert_pem).map_err(|e| invalid(&crt_path, format!("not PEM: {e}")))?;
-        let cert_der = cert.contents().to_vec();
+        let key_der = read_pem(&key_path, "PRIVATE KEY")?;
+        let cert_der = read_pem(&crt_path, "CERTIFICATE")?;
         let (_, x509) = X509Certificate::from_der(&cert_der)
             .map_err(|e| invalid(&crt_path, format!("not an X.509 certificate: {e}")))?;
-        let spki = x509.public_key();
-        let public = match spki.parsed() {
-            Ok(X509PublicKey::EC(point)) => {
-                let data = point.data();
-                if data.len() != 65 || data[0] != 4 {
-                    return Err(invalid(
-                        &crt_path,
-                        "only uncompressed P-256 points are supported",
-                    ));
-                }
-                PublicKey::Ec {
-                    crv: "P-256",
-                    x: data[1..33].to_vec(),
-                    y: data[33..].to_vec(),
-                }
-            }
-            Ok(X509PublicKey::RSA(rsa)) => PublicKey::Rsa {
-                n: strip_zeros(rsa.modulus),
-                e: strip_zeros(rsa.exponent),
-            },
-            _ => return Err(invalid(&crt_path, "unsupported public key type")),
-        };
+        let public = public_key_of(&x509).map_err(|p| invalid(&crt_path, p))?;
         let rng = SystemRandom::new();
-        let (alg, pair) = match public {
+        let bad_key = |what: &str, e: ring::error::KeyRejected| {
+            invalid(&key_path, format!("not a {what} PKCS#8 key: {e}"))
+        };
+        let (alg, pair) = match &public {
+            PublicKey::Ec { crv: "P-384", .. } => (
+                Algorithm::Es384,
+                Pair::Ec(
+                    EcdsaKeyPair::from_pkcs8(
+                        &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                        &key_der,
+                        &rng,
+                    )
+                    .map_err(|e| bad_key("P-384", e))?,
+                ),
+            ),
             PublicKey::Ec { .. } => (
                 Algorithm::Es256,
                 Pair::Ec(
                     EcdsaKeyPair::from_pkcs8(
                         &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                        key_der.contents(),
+                        &key_der,
                         &rng,
                     )
-                    .map_err(|e| invalid(&key_path, format!("not a P-256 PKCS#8 key: {e}")))?,
+                    .map_err(|e| bad_key("P-256", e))?,
                 ),
             ),
-            PublicKey::Rsa { .. } => (
-                Algorithm::Rs256,
-                Pair::Rsa(
-                    RsaKeyPair::from_pkcs8(key_der.contents())
-                        .map_err(|e| invalid(&key_path, format!("not an RSA PKCS#8 key: {e}")))?,
+            PublicKey::Rsa { .. } => {
+                // An RSA key signs PS256 only when its file says so.
+                let alg = if name.starts_with(Algorithm::Ps256.file_prefix()) {
+                    Algorithm::Ps256
+                } else {
+                    Algorithm::Rs256
+                };
+                let pair = RsaKeyPair::from_pkcs8(&key_der).map_err(|e| bad_key("RSA", e))?;
+                (alg, Pair::Rsa(pair))
+            }
+            PublicKey::Okp { .. } => (
+                Algorithm::EdDsa,
+                Pair::Ed(
+                    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key_der)
+                        .map_err(|e| bad_key("Ed25519", e))?,
                 ),
             ),
         };
         let pair_public: &[u8] = match &pair {
             Pair::Ec(k) => k.public_key().as_ref(),
             Pair::Rsa(k) => k.public_key().as_ref(),
+            Pair::Ed(k) => k.public_key().as_ref(),
         };
         // The certificate must certify this very key, or registries would trust
         // a different key than the one that signs.
-        if pair_public != spki.subject_public_key.data.as_ref() {
+        if pair_public != x509.public_key().subject_public_key.data.as_ref() {
             return Err(invalid(
                 &crt_path,
                 format!("certificate does not match {name}.key"),
             ));
         }
+        let mut chain = vec![cert_der.clone()];
+        if let Some(ca_der) = ca {
+            if let Ok((_, ca_x509)) = X509Certificate::from_der(ca_der) {
+                let issued_by_ca = x509.issuer() == ca_x509.subject()
+                    && x509.verify_signature(Some(ca_x509.public_key())).is_ok();
+                if issued_by_ca && x509.subject() != ca_x509.subject() {
+                    chain.push(ca_der.to_vec());
+                }
+            }
+        }
         let to_time = |t: x509_parser::time::ASN1Time| t.to_datetime();
         Ok(SigningKey {
             name: name.to_owned(),
             alg,
-            kid_libtrust: kid::libtrust(spki.raw),
+            kid_libtrust: kid::libtrust(x509.public_key().raw),
             kid_thumbprint: kid::thumbprint(&public),
             cert_pem: pem::encode(&pem::Pem::new("CERTIFICATE", cert_der.clone())),
             not_before: to_time(x509.validity().not_before),
             not_after: to_time(x509.validity().not_after),
+            chain,
             cert_der,
             public,
             pair,
@@ -273,18 +403,40 @@ fn strip_zeros(b: &[u8]) -> Vec<u8> {
     b[start..].to_vec()
 }
 
-/// All signing keys found in the keys directory, newest first.
+/// All signing keys found in the keys directory, newest first, and berth's CA.
 #[derive(Debug)]
 pub struct KeySet {
-    /// Keys, newest certificate first.
+    /// Keys, the one that starts signing last first.
     pub keys: Vec<SigningKey>,
     /// Directory they came from.
     pub dir: PathBuf,
+    /// PEM of berth's CA certificate, when `ca.crt` exists.
+    pub ca_pem: Option<String>,
+}
+
+/// Whether `dir` holds at least one signing key (the CA does not count).
+pub fn has_signing_key(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                let p = e.path();
+                p.extension().and_then(|x| x.to_str()) == Some("key")
+                    && p.file_stem().and_then(|s| s.to_str()) != Some(CA_NAME)
+            })
+        })
+        .unwrap_or(false)
 }
 
 impl KeySet {
-    /// Loads every `*.key`/`*.crt` pair in `dir`.
+    /// Loads every `*.key`/`*.crt` pair in `dir` (a `.crt` without its `.key` is
+    /// ignored: key files are written last).
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let ca_path = dir.join(format!("{CA_NAME}.crt"));
+        let ca_der = if ca_path.exists() {
+            Some(read_pem(&ca_path, "CERTIFICATE")?)
+        } else {
+            None
+        };
         let entries = fs::read_dir(dir).map_err(io_err(dir))?;
         let mut keys = Vec::new();
         for entry in entries {
@@ -295,140 +447,142 @@ impl KeySet {
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            keys.push(SigningKey::load(dir, stem)?);
+            if stem == CA_NAME {
+                continue;
+            }
+            keys.push(SigningKey::load(dir, stem, ca_der.as_deref())?);
         }
         keys.sort_by(|a, b| b.not_before.cmp(&a.not_before).then(b.name.cmp(&a.name)));
         Ok(KeySet {
             keys,
             dir: dir.to_owned(),
+            ca_pem: ca_der.map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d))),
         })
     }
 
-    /// The key that signs at `now`: the newest one whose certificate is valid.
+    /// The key that signs at `now`: of those allowed to sign, the one that started last.
     pub fn active(&self, now: OffsetDateTime) -> Result<&SigningKey, KeyError> {
-        self.keys
-            .iter()
-            .find(|k| k.valid_at(now))
+        self.active_index(now)
+            .map(|i| &self.keys[i])
             .ok_or_else(|| KeyError::NoKey(self.dir.clone()))
     }
 
-    /// Keys whose certificates are valid at `now` (published in JWKS and bundle).
-    pub fn published(&self, now: OffsetDateTime) -> impl Iterator<Item = &SigningKey> {
-        self.keys.iter().filter(move |k| k.valid_at(now))
+    /// Index in `keys` of the key that signs at `now`.
+    pub fn active_index(&self, now: OffsetDateTime) -> Option<usize> {
+        self.keys.iter().position(|k| k.valid_at(now))
     }
 
-    /// Concatenated PEM certificates of the published keys.
+    /// Keys registries should trust at `now` (published in JWKS and bundle),
+    /// including keys that will sign later.
+    pub fn published(&self, now: OffsetDateTime) -> impl Iterator<Item = &SigningKey> {
+        self.keys.iter().filter(move |k| k.published_at(now))
+    }
+
+    /// berth's CA certificate (if any), then the published keys' certificates.
     pub fn bundle_pem(&self, now: OffsetDateTime) -> String {
-        self.published(now).map(|k| k.cert_pem.as_str()).collect()
+        let mut out = self.ca_pem.clone().unwrap_or_default();
+        out.extend(self.published(now).map(|k| k.cert_pem.as_str()));
+        out
     }
 
     /// Writes `bundle.pem` and `jwks.json` beside the keys.
     pub fn write_bundle(&self, now: OffsetDateTime) -> Result<(), KeyError> {
         let path = self.dir.join(BUNDLE_FILE);
-        fs::write(&path, self.bundle_pem(now)).map_err(io_err(&path))?;
+        write_replace(&path, self.bundle_pem(now).as_bytes())?;
         let path = self.dir.join(JWKS_FILE);
-        let jwks = super::jwks::jwks(self.published(now), &[crate::config::KeyIdMode::Thumbprint]);
-        fs::write(&path, serde_json::to_vec_pretty(&jwks).unwrap_or_default())
-            .map_err(io_err(&path))
+        let jwks = super::jwks::jwks(
+            self.published(now),
+            &[
+                crate::config::KeyIdMode::Thumbprint,
+                crate::config::KeyIdMode::Libtrust,
+            ],
+        );
+        write_replace(&path, &serde_json::to_vec_pretty(&jwks).unwrap_or_default())
     }
 }
 
-/// Generates a new key and self-signed certificate in `dir`; returns its name.
-///
-/// The private key file is created with mode 0600 before any key byte is written.
-pub fn generate(dir: &Path, alg: Algorithm, now: OffsetDateTime) -> Result<String, KeyError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let key_pair = match alg {
-        Algorithm::Es256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| KeyError::Generate(e.to_string()))?,
-        Algorithm::Rs256 => {
-            use rsa::pkcs8::EncodePrivateKey;
-            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
-                .map_err(|e| KeyError::Generate(e.to_string()))?;
-            let pem = key
-                .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-                .map_err(|e| KeyError::Generate(e.to_string()))?;
-            rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
-                .map_err(|e| KeyError::Generate(e.to_string()))?
-        }
-    };
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "berth token signing key");
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(730);
-    let mut serial = [0u8; 16];
-    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut serial)
-        .map_err(|_| KeyError::Generate("no randomness".into()))?;
-    serial[0] &= 0x7f;
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    let cert = params
-        .self_signed(&key_pair)
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
-
-    let stamp = now.unix_timestamp();
-    let name = format!("{}-{stamp}", alg.jose().to_ascii_lowercase());
-    let key_path = dir.join(format!("{name}.key"));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)
-        .map_err(io_err(&key_path))?;
-    file.write_all(key_pair.serialize_pem().as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(io_err(&key_path))?;
-    let crt_path = dir.join(format!("{name}.crt"));
-    fs::write(&crt_path, cert.pem()).map_err(io_err(&crt_path))?;
-    Ok(name)
+/// Writes `path` through a temporary file and a rename, so a registry starting
+/// at that moment reads the old or the new file, never half of one.
+fn write_replace(path: &Path, data: &[u8]) -> Result<(), KeyError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::super::generate::generate;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn verify(key: &SigningKey, msg: &[u8], sig: &[u8]) {
+        let (alg, bytes): (&dyn signature::VerificationAlgorithm, Vec<u8>) = match &key.public {
+            PublicKey::Ec { crv, x, y } => {
+                let mut point = vec![4];
+                point.extend_from_slice(x);
+                point.extend_from_slice(y);
+                let alg: &dyn signature::VerificationAlgorithm = if *crv == "P-384" {
+                    &signature::ECDSA_P384_SHA384_FIXED
+                } else {
+                    &signature::ECDSA_P256_SHA256_FIXED
+                };
+                (alg, point)
+            }
+            PublicKey::Okp { x, .. } => (&signature::ED25519, x.clone()),
+            PublicKey::Rsa { .. } => {
+                let (_, cert) = X509Certificate::from_der(&key.cert_der).unwrap();
+                let spki = cert.public_key().subject_public_key.data.to_vec();
+                let alg: &dyn signature::VerificationAlgorithm = if key.alg == Algorithm::Ps256 {
+                    &signature::RSA_PSS_2048_8192_SHA256
+                } else {
+                    &signature::RSA_PKCS1_2048_8192_SHA256
+                };
+                (alg, spki)
+            }
+        };
+        signature::UnparsedPublicKey::new(alg, bytes)
+            .verify(msg, sig)
+            .unwrap_or_else(|_| panic!("{} signature does not verify", key.alg));
+    }
+
     #[test]
-    fn generate_and_load_es256() {
+    fn generate_and_load_every_algorithm() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let name = generate(dir.path(), Algorithm::Es256, now).unwrap();
-        let mode = fs::metadata(dir.path().join(format!("{name}.key")))
+        for (i, alg) in Algorithm::ALL.into_iter().enumerate() {
+            let at = now + time::Duration::seconds(i as i64);
+            let name = generate(dir.path(), alg, at, at).unwrap();
+            assert!(name.starts_with(alg.file_prefix()), "{name}");
+            let mode = fs::metadata(dir.path().join(format!("{name}.key")))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let set = KeySet::load(dir.path()).unwrap();
+            let key = set.active(at).unwrap();
+            assert_eq!(key.name, name);
+            assert_eq!(key.alg, alg);
+            assert_eq!(key.kid_libtrust.split(':').count(), 12);
+            assert_eq!(key.chain.len(), 2, "issued by berth's CA");
+            let sig = key.sign(&SystemRandom::new(), b"hello").unwrap();
+            verify(key, b"hello", &sig);
+            assert!(!format!("{key:?}").contains("PRIVATE"));
+        }
+        let ca_mode = fs::metadata(dir.path().join("ca.key"))
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let set = KeySet::load(dir.path()).unwrap();
-        let key = set.active(now).unwrap();
-        assert_eq!(key.alg, Algorithm::Es256);
-        assert_eq!(key.kid_libtrust.split(':').count(), 12);
-        let sig = key.sign(&SystemRandom::new(), b"hello").unwrap();
-        let PublicKey::Ec { x, y, .. } = &key.public else {
-            panic!("expected EC")
-        };
-        let mut point = vec![4];
-        point.extend_from_slice(x);
-        point.extend_from_slice(y);
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-            .verify(b"hello", &sig)
-            .unwrap();
-        assert!(!format!("{key:?}").contains("PRIVATE"));
+        assert_eq!(ca_mode & 0o777, 0o600);
     }
 
     #[test]
     fn mismatched_certificate_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let a = generate(dir.path(), Algorithm::Es256, now).unwrap();
-        let b = generate(
-            dir.path(),
-            Algorithm::Es256,
-            now + time::Duration::seconds(1),
-        )
-        .unwrap();
+        let a = generate(dir.path(), Algorithm::Es256, now, now).unwrap();
+        let later = now + time::Duration::seconds(1);
+        let b = generate(dir.path(), Algorithm::Es256, later, later).unwrap();
         fs::copy(
             dir.path().join(format!("{b}.crt")),
             dir.path().join(format!("{a}.crt")),
@@ -447,6 +601,38 @@ mod tests {
         fs::write(dir.path().join("x.key"), b"not a key").unwrap();
         fs::remove_file(dir.path().join("x.crt")).unwrap();
         let err = KeySet::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("x.crt"), "{err}");
+        assert!(err.contains("x.key") || err.contains("x.crt"), "{err}");
+    }
+
+    #[test]
+    fn a_key_is_published_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = generate(dir.path(), Algorithm::Es256, now, now).unwrap();
+        let later = now + time::Duration::minutes(10);
+        let new = generate(dir.path(), Algorithm::Rs256, now, later).unwrap();
+        let set = KeySet::load(dir.path()).unwrap();
+        let published: Vec<&str> = set.published(now).map(|k| k.name.as_str()).collect();
+        assert!(published.contains(&new.as_str()) && published.contains(&old.as_str()));
+        assert_eq!(set.active(now).unwrap().name, old);
+        assert_eq!(
+            set.active(later - time::Duration::seconds(1)).unwrap().name,
+            old
+        );
+        assert_eq!(set.active(later).unwrap().name, new);
+        let bundle = set.bundle_pem(now);
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3, "CA + 2");
+        assert!(bundle.starts_with(set.ca_pem.as_deref().unwrap()));
+        assert!(has_signing_key(dir.path()));
+    }
+
+    #[test]
+    fn ca_alone_is_no_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::generate::ensure_ca(dir.path(), OffsetDateTime::now_utc()).unwrap();
+        assert!(!has_signing_key(dir.path()));
+        let set = KeySet::load(dir.path()).unwrap();
+        assert!(set.keys.is_empty());
+        assert!(set.active(OffsetDateTime::now_utc()).is_err());
     }
 }

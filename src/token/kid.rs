@@ -38,6 +38,10 @@ pub fn thumbprint(key: &PublicKey) -> String {
             BASE64URL_NOPAD.encode(e),
             BASE64URL_NOPAD.encode(n)
         ),
+        PublicKey::Okp { crv, x } => format!(
+            r#"{{"crv":"{crv}","kty":"OKP","x":"{}"}}"#,
+            BASE64URL_NOPAD.encode(x)
+        ),
     };
     BASE64URL_NOPAD.encode(digest(&SHA256, canonical.as_bytes()).as_ref())
 }
@@ -84,6 +88,18 @@ mod tests {
         assert_eq!(
             thumbprint(&PublicKey::Rsa { n, e }),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn thumbprint_rfc8037_ed25519_example() {
+        // RFC 8037 appendix A.3: the Ed25519 example key and its thumbprint.
+        let x = BASE64URL_NOPAD
+            .decode(b"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        assert_eq!(
+            thumbprint(&PublicKey::Okp { crv: "Ed25519", x }),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
     }
 }

@@ -3,9 +3,11 @@
 //! This module turns a decision (who, which service, which access) into a signed
 //! JWT. It does not decide access (see `policy`) and does no network I/O.
 
+pub mod generate;
 pub mod jwks;
 pub mod keys;
 pub mod kid;
+pub mod registry;
 pub mod signer;
 
 pub use keys::{Algorithm, KeyError, KeySet, SigningKey};

@@ -1,9 +1,15 @@
 //! Builds and signs access tokens (JWS compact serialization).
 //!
 //! Issuing takes `now` as a parameter so claims are testable; the only outside input
-//! is randomness for `jti` and ECDSA nonces.
+//! is randomness for `jti` and ECDSA nonces. The keys directory is looked at again
+//! at most every [`RELOAD_EVERY`] (a directory listing; files are read only when it
+//! changed), so a key added by `berth key rotate` is served and starts signing at
+//! its time without a restart.
 
-use std::time::Duration;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use data_encoding::{BASE64, BASE64URL_NOPAD};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -17,6 +23,12 @@ use crate::config::{Config, KeyIdMode, ServiceConfig};
 /// Seconds `nbf` is set before `iat`, so a registry whose clock runs a little
 /// behind still accepts a fresh token.
 pub const NOT_BEFORE_SKEW: i64 = 30;
+
+/// How often the keys directory is checked for changes, in seconds.
+pub const RELOAD_EVERY: i64 = 2;
+
+/// The literal repository actions a granted `*` stands for.
+pub const WILDCARD_ACTIONS: [&str; 3] = ["delete", "pull", "push"];
 
 /// Errors issuing a token.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +54,17 @@ pub struct Access {
 }
 
 #[derive(Serialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(&'a str),
+    List([&'a str; 1]),
+}
+
+#[derive(Serialize)]
 struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
-    aud: &'a str,
+    aud: Audience<'a>,
     exp: i64,
     nbf: i64,
     iat: i64,
@@ -64,24 +83,78 @@ pub struct IssuedToken {
     pub issued_at: OffsetDateTime,
 }
 
+/// Names and modification times of the key files, to notice changes cheaply.
+type DirStamp = Vec<(String, Option<SystemTime>, u64)>;
+
+fn dir_stamp(dir: &Path) -> DirStamp {
+    let mut out: DirStamp = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    matches!(
+                        e.path().extension().and_then(|x| x.to_str()),
+                        Some("key" | "crt")
+                    )
+                })
+                .map(|e| {
+                    let meta = e.metadata().ok();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        meta.as_ref().and_then(|m| m.modified().ok()),
+                        meta.map(|m| m.len()).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A key set with its encoded JOSE headers, per key (outer) and service (inner).
+#[derive(Debug)]
+struct Loaded {
+    keys: Arc<KeySet>,
+    headers: Vec<Vec<String>>,
+    stamp: DirStamp,
+}
+
+impl Loaded {
+    fn new(keys: KeySet, services: &[ServiceConfig]) -> Self {
+        let headers = keys
+            .keys
+            .iter()
+            .map(|k| services.iter().map(|s| header(k, s.key_id)).collect())
+            .collect();
+        let stamp = dir_stamp(&keys.dir);
+        Loaded {
+            keys: Arc::new(keys),
+            headers,
+            stamp,
+        }
+    }
+}
+
 /// Signs tokens for the configured services with the active key.
 #[derive(Debug)]
 pub struct Signer {
-    keys: KeySet,
+    loaded: RwLock<Arc<Loaded>>,
+    /// Unix time of the last look at the keys directory.
+    checked_at: AtomicI64,
     services: Vec<ServiceConfig>,
-    /// Encoded JOSE header per key (outer) and service (inner), computed once.
-    headers: Vec<Vec<String>>,
     issuer: String,
     ttl: Duration,
     rng: SystemRandom,
 }
 
-fn header(key: &SigningKey, mode: KeyIdMode) -> String {
+/// The encoded JOSE header `key` signs with under `mode`.
+pub fn header(key: &SigningKey, mode: KeyIdMode) -> String {
     let json = match mode {
         KeyIdMode::X5c => serde_json::json!({
             "typ": "JWT",
             "alg": key.alg.jose(),
-            "x5c": [BASE64.encode(&key.cert_der)],
+            "x5c": key.chain.iter().map(|c| BASE64.encode(c)).collect::<Vec<_>>(),
         }),
         _ => serde_json::json!({
             "typ": "JWT",
@@ -92,33 +165,112 @@ fn header(key: &SigningKey, mode: KeyIdMode) -> String {
     BASE64URL_NOPAD.encode(json.to_string().as_bytes())
 }
 
+/// `access` with every granted `*` on a repository joined by the literal actions.
+pub fn expand_wildcards(access: &[Access]) -> Vec<Access> {
+    access
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if a.resource_type == "repository" && a.actions.iter().any(|x| x == "*") {
+                a.actions
+                    .extend(WILDCARD_ACTIONS.iter().map(|s| (*s).to_owned()));
+                a.actions.sort();
+                a.actions.dedup();
+            }
+            a
+        })
+        .collect()
+}
+
+/// Encodes and signs `claims` with `header` (already encoded) and `key`.
+pub fn sign_compact(
+    header: &str,
+    claims: &impl Serialize,
+    key: &SigningKey,
+    rng: &SystemRandom,
+) -> Result<String, KeyError> {
+    let payload = serde_json::to_vec(claims).unwrap_or_default();
+    let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 400);
+    token.push_str(header);
+    token.push('.');
+    token.push_str(&BASE64URL_NOPAD.encode(&payload));
+    let signature = key.sign(rng, token.as_bytes())?;
+    token.push('.');
+    token.push_str(&BASE64URL_NOPAD.encode(&signature));
+    Ok(token)
+}
+
 impl Signer {
     /// Creates a signer over `keys` for the services in `config`.
     pub fn new(keys: KeySet, config: &Config) -> Self {
-        let headers = keys
-            .keys
-            .iter()
-            .map(|k| {
-                config
-                    .services
-                    .iter()
-                    .map(|s| header(k, s.key_id))
-                    .collect()
-            })
-            .collect();
         Signer {
-            keys,
+            loaded: RwLock::new(Arc::new(Loaded::new(keys, &config.services))),
+            checked_at: AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()),
             services: config.services.clone(),
-            headers,
             issuer: config.issuer.clone(),
             ttl: config.token_ttl,
             rng: SystemRandom::new(),
         }
     }
 
-    /// The keys this signer uses.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    fn loaded(&self) -> Arc<Loaded> {
+        // A poisoned lock still holds a complete key set (it is only ever swapped whole).
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The loaded keys, after a look at the directory when the last one is
+    /// [`RELOAD_EVERY`] old.
+    fn current(&self, now: OffsetDateTime) -> Arc<Loaded> {
+        let t = now.unix_timestamp();
+        let last = self.checked_at.load(Ordering::Relaxed);
+        if t - last >= RELOAD_EVERY
+            && self
+                .checked_at
+                .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            match self.reload_if_changed(now) {
+                Ok(true) => {
+                    let loaded = self.loaded();
+                    let active = loaded
+                        .keys
+                        .active(now)
+                        .map(|k| k.name.clone())
+                        .unwrap_or_default();
+                    tracing::info!(keys = loaded.keys.keys.len(), %active, "signing keys reloaded");
+                }
+                Ok(false) => {}
+                // Often a key being written right now; the next look retries.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "signing keys changed but cannot be loaded; keeping the previous keys"
+                ),
+            }
+        }
+        self.loaded()
+    }
+
+    /// The keys this signer uses (re-read when the directory changed).
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.current(OffsetDateTime::now_utc()).keys.clone()
+    }
+
+    /// Reloads the keys directory when its key files changed. Keeps the current keys
+    /// (and returns the error) when the new set cannot be loaded or cannot sign.
+    pub fn reload_if_changed(&self, now: OffsetDateTime) -> Result<bool, KeyError> {
+        let current = self.loaded();
+        let stamp = dir_stamp(&current.keys.dir);
+        if stamp == current.stamp {
+            return Ok(false);
+        }
+        let keys = KeySet::load(&current.keys.dir)?;
+        keys.active(now)?;
+        let next = Arc::new(Loaded::new(keys, &self.services));
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(true)
     }
 
     /// Index of a configured service, or an error for an unknown one.
@@ -138,13 +290,13 @@ impl Signer {
         now: OffsetDateTime,
     ) -> Result<IssuedToken, TokenError> {
         let service_idx = self.service_index(service)?;
-        let key_idx = self
+        let settings = &self.services[service_idx];
+        let loaded = self.current(now);
+        let key_idx = loaded
             .keys
-            .keys
-            .iter()
-            .position(|k| k.valid_at(now))
-            .ok_or_else(|| KeyError::NoKey(self.keys.dir.clone()))?;
-        let key = &self.keys.keys[key_idx];
+            .active_index(now)
+            .ok_or_else(|| KeyError::NoKey(loaded.keys.dir.clone()))?;
+        let key = &loaded.keys.keys[key_idx];
         let mut jti = [0u8; 16];
         self.rng
             .fill(&mut jti)
@@ -152,25 +304,33 @@ impl Signer {
         let jti = BASE64URL_NOPAD.encode(&jti);
         let iat = now.unix_timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(300);
+        let expanded;
+        let access = if settings.expand_wildcard {
+            expanded = expand_wildcards(access);
+            &expanded[..]
+        } else {
+            access
+        };
         let claims = Claims {
             iss: &self.issuer,
             sub: subject,
-            aud: &self.services[service_idx].name,
+            aud: if settings.audience_list {
+                Audience::List([&settings.name])
+            } else {
+                Audience::One(&settings.name)
+            },
             exp: iat + ttl,
             nbf: iat - NOT_BEFORE_SKEW,
             iat,
             jti: &jti,
             access,
         };
-        let payload = serde_json::to_vec(&claims).unwrap_or_default();
-        let header = &self.headers[key_idx][service_idx];
-        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
-        token.push_str(header);
-        token.push('.');
-        token.push_str(&BASE64URL_NOPAD.encode(&payload));
-        let signature = key.sign(&self.rng, token.as_bytes())?;
-        token.push('.');
-        token.push_str(&BASE64URL_NOPAD.encode(&signature));
+        let token = sign_compact(
+            &loaded.headers[key_idx][service_idx],
+            &claims,
+            key,
+            &self.rng,
+        )?;
         Ok(IssuedToken {
             token,
             expires_in: self.ttl.as_secs(),
@@ -184,7 +344,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::config::Env;
-    use crate::token::keys::{generate, Algorithm};
+    use crate::token::generate::generate;
+    use crate::token::keys::Algorithm;
     use std::path::Path;
 
     struct NoEnv;
@@ -195,12 +356,16 @@ mod tests {
     }
 
     fn signer(alg: Algorithm, mode: &str) -> (tempfile::TempDir, Signer) {
+        signer_with(alg, &format!("key_id='{mode}'"))
+    }
+
+    fn signer_with(alg: Algorithm, settings: &str) -> (tempfile::TempDir, Signer) {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        generate(dir.path(), alg, now).unwrap();
+        generate(dir.path(), alg, now, now).unwrap();
         let cfg = Config::from_toml(
             Path::new("t.toml"),
-            &format!("issuer='iss'\n[[service]]\nname='reg'\nkey_id='{mode}'"),
+            &format!("issuer='iss'\n[[service]]\nname='reg'\n{settings}"),
             &NoEnv,
         )
         .unwrap();
@@ -209,7 +374,8 @@ mod tests {
     }
 
     fn decoding_key(s: &Signer) -> jsonwebtoken::DecodingKey {
-        let key = &s.keys().keys[0];
+        let keys = s.keys();
+        let key = &keys.keys[0];
         match &key.public {
             crate::token::keys::PublicKey::Ec { x, y, .. } => {
                 jsonwebtoken::DecodingKey::from_ec_components(
@@ -224,6 +390,9 @@ mod tests {
                     &BASE64URL_NOPAD.encode(e),
                 )
                 .unwrap()
+            }
+            crate::token::keys::PublicKey::Okp { x, .. } => {
+                jsonwebtoken::DecodingKey::from_ed_components(&BASE64URL_NOPAD.encode(x)).unwrap()
             }
         }
     }
@@ -251,7 +420,8 @@ mod tests {
         );
         assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 300);
         assert!(c["nbf"].as_i64().unwrap() < c["iat"].as_i64().unwrap());
-        let key = &s.keys().keys[0];
+        let keys = s.keys();
+        let key = &keys.keys[0];
         match mode {
             "libtrust" => assert_eq!(data.header.kid.as_deref(), Some(key.kid_libtrust.as_str())),
             "thumbprint" => assert_eq!(
@@ -260,7 +430,9 @@ mod tests {
             ),
             _ => {
                 assert!(data.header.kid.is_none());
-                assert_eq!(data.header.x5c.unwrap()[0], BASE64.encode(&key.cert_der));
+                let x5c = data.header.x5c.unwrap();
+                assert_eq!(x5c[0], BASE64.encode(&key.cert_der));
+                assert_eq!(x5c.len(), 2, "leaf and berth's CA");
             }
         }
         // jti differs per token; an empty access list serialises as [] not null.
@@ -282,6 +454,86 @@ mod tests {
     #[test]
     fn rs256_libtrust() {
         check(Algorithm::Rs256, jsonwebtoken::Algorithm::RS256, "libtrust");
+    }
+
+    #[test]
+    fn other_algorithms_verify() {
+        check(
+            Algorithm::Es384,
+            jsonwebtoken::Algorithm::ES384,
+            "thumbprint",
+        );
+        check(Algorithm::Ps256, jsonwebtoken::Algorithm::PS256, "x5c");
+        check(
+            Algorithm::EdDsa,
+            jsonwebtoken::Algorithm::EdDSA,
+            "thumbprint",
+        );
+    }
+
+    fn claims_of(token: &str) -> serde_json::Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn per_service_wildcard_and_audience_list() {
+        let access = vec![
+            Access {
+                resource_type: "repository".into(),
+                name: "a/b".into(),
+                actions: vec!["*".into()],
+            },
+            Access {
+                resource_type: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            },
+            Access {
+                resource_type: "repository".into(),
+                name: "c/d".into(),
+                actions: vec!["pull".into()],
+            },
+        ];
+        let now = OffsetDateTime::now_utc();
+        let (_d, plain) = signer(Algorithm::Es256, "x5c");
+        let c = claims_of(&plain.issue("reg", "u", &access, now).unwrap().token);
+        assert_eq!(c["aud"], "reg");
+        assert_eq!(c["access"][0]["actions"], serde_json::json!(["*"]));
+
+        let (_d, zot) = signer_with(
+            Algorithm::Es256,
+            "expand_wildcard = true\naudience_list = true",
+        );
+        let c = claims_of(&zot.issue("reg", "u", &access, now).unwrap().token);
+        assert_eq!(c["aud"], serde_json::json!(["reg"]));
+        assert_eq!(
+            c["access"][0]["actions"],
+            serde_json::json!(["*", "delete", "pull", "push"])
+        );
+        assert_eq!(c["access"][1]["actions"], serde_json::json!(["*"]));
+        assert_eq!(c["access"][2]["actions"], serde_json::json!(["pull"]));
+    }
+
+    #[test]
+    fn rotated_key_signs_from_its_time_after_reload() {
+        let (dir, s) = signer(Algorithm::Es256, "x5c");
+        let now = OffsetDateTime::now_utc();
+        let first = s.keys().keys[0].name.clone();
+        assert!(!s.reload_if_changed(now).unwrap(), "nothing changed");
+        let at = now + time::Duration::seconds(30);
+        let next = generate(dir.path(), Algorithm::Rs256, now, at).unwrap();
+        assert!(s.reload_if_changed(now).unwrap());
+        let alg_of = |t: &str| {
+            let h = t.split('.').next().unwrap();
+            let h: serde_json::Value =
+                serde_json::from_slice(&BASE64URL_NOPAD.decode(h.as_bytes()).unwrap()).unwrap();
+            h["alg"].as_str().unwrap().to_owned()
+        };
+        let before = s.issue("reg", "u", &[], now).unwrap().token;
+        assert_eq!(alg_of(&before), "ES256", "{first} still signs");
+        let after = s.issue("reg", "u", &[], at).unwrap().token;
+        assert_eq!(alg_of(&after), "RS256", "{next} signs from its time");
     }
 
     #[test]
