@@ -30,6 +30,9 @@ pub enum StartError {
     /// Authenticator setup failed.
     #[error("authentication: {0}")]
     Auth(#[from] AuthError),
+    /// An `[[oidc]]` provider could not be set up (client secret, CA file).
+    #[error("{0}")]
+    Oidc(#[from] authn::oidc::OidcError),
 }
 
 /// Shared state of the running server.
@@ -150,6 +153,15 @@ pub async fn build(
             refresh_absolute: config.refresh_absolute,
         },
     )?;
+    let oidc = authn::oidc::Oidc::new(
+        &config.oidc,
+        auth.store().clone(),
+        authn::oidc::SessionLimits {
+            idle: config.refresh_idle,
+            absolute: config.refresh_absolute,
+        },
+    )?;
+    let auth = auth.with_oidc(oidc);
     let signer = Signer::new(keys, &config);
     let state = AppState {
         config: Arc::new(config),
@@ -193,6 +205,13 @@ async fn purge_loop(state: AppState) {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
+        }
+        if state.auth.oidc().is_some() {
+            match state.auth.store().purge_oidc(now, idle).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired federated sessions removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge expired federated sessions"),
+            }
         }
     }
 }

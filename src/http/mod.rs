@@ -2,6 +2,7 @@
 //! into an error response.
 
 pub mod error;
+pub mod login;
 pub mod meta;
 pub mod request;
 pub mod token;
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/healthz", get(meta::healthz))
+        .merge(login::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
