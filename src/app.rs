@@ -1,7 +1,6 @@
 //! Application state, first-start bootstrap (keys, first admin) and the server loop.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -33,6 +32,9 @@ pub enum StartError {
     /// An `[[oidc]]` provider could not be set up (client secret, CA file).
     #[error("{0}")]
     Oidc(#[from] authn::oidc::OidcError),
+    /// TLS certificate or key unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// Shared state of the running server.
@@ -46,6 +48,12 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The live policy.
     pub policies: Arc<PolicyHandle>,
+    /// Decision records: log lines and audit rows.
+    pub audit: crate::audit::AuditSink,
+    /// Request metrics.
+    pub metrics: Arc<crate::http::metrics::Metrics>,
+    /// The TLS certificate, when berth terminates TLS.
+    pub tls: Option<Arc<crate::net::tls::CertStore>>,
 }
 
 impl AppState {
@@ -151,6 +159,9 @@ pub async fn build(
             hash_concurrency: config.hash_concurrency,
             refresh_idle: config.refresh_idle,
             refresh_absolute: config.refresh_absolute,
+            robot_prefix: config.robot_prefix.clone(),
+            login_failure_limit: config.login_failure_limit,
+            login_failure_window: config.login_failure_window,
         },
     )?;
     let oidc = authn::oidc::Oidc::new(
@@ -163,35 +174,104 @@ pub async fn build(
     )?;
     let auth = auth.with_oidc(oidc);
     let signer = Signer::new(keys, &config);
+    let tls = match &config.tls {
+        Some(files) => Some(crate::net::tls::CertStore::load(&files.cert, &files.key)?),
+        None => None,
+    };
+    let audit = crate::audit::AuditSink::start(auth.store().clone(), config.shutdown_timeout);
     let state = AppState {
+        audit,
         config: Arc::new(config),
         signer: Arc::new(signer),
         auth: Arc::new(auth),
         policies: Arc::new(policies),
+        metrics: Arc::new(crate::http::metrics::Metrics::new()),
+        tls,
     };
     Ok((state, boot))
 }
 
-/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests
+/// (for at most `shutdown_timeout`). `/metrics` goes to `metrics_listen` when that
+/// is configured (bound here), else to `listener`.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let purge = tokio::spawn(purge_loop(state.clone()));
-    let watch = tokio::spawn(crate::policy::reload::watch(
-        state.policies.clone(),
-        std::time::Duration::from_secs(1),
-    ));
-    let router = crate::http::router(state);
-    let result = axum::serve(
+    let metrics = match state.config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve_with(state, listener, metrics, shutdown).await
+}
+
+/// Like [`serve`], with the metrics listener bound by the caller.
+pub async fn serve_with(
+    state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use crate::net::server::{self, Listener};
+
+    let mut background = vec![
+        tokio::spawn(purge_loop(state.clone())),
+        tokio::spawn(crate::policy::reload::watch(
+            state.policies.clone(),
+            std::time::Duration::from_secs(1),
+        )),
+    ];
+    let tls = match &state.tls {
+        Some(store) => {
+            background.push(tokio::spawn(crate::net::tls::watch(
+                store.clone(),
+                std::time::Duration::from_secs(10),
+            )));
+            Some(store.acceptor().map_err(std::io::Error::other)?)
+        }
+        None => None,
+    };
+    let grace = state.config.shutdown_timeout;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let separate_metrics = metrics_listener.is_some();
+    let main = server::run(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    purge.abort();
-    watch.abort();
+        Listener {
+            name: "http",
+            router: crate::http::router_with(state.clone(), !separate_metrics),
+            tls,
+        },
+        stop_rx.clone(),
+        grace,
+    );
+    let result = match metrics_listener {
+        Some(tcp) => {
+            let metrics = server::run(
+                tcp,
+                Listener {
+                    name: "metrics",
+                    router: crate::http::metrics_router(state.clone()),
+                    // Meant for an internal address; scrapers rarely trust the
+                    // public certificate's name there.
+                    tls: None,
+                },
+                stop_rx,
+                grace,
+            );
+            let (a, b) = tokio::join!(main, metrics);
+            a.and(b)
+        }
+        None => main.await,
+    };
+    for task in background {
+        task.abort();
+    }
+    state.audit.shutdown().await;
     result
 }
 
@@ -205,6 +285,17 @@ async fn purge_loop(state: AppState) {
             Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
+        }
+        let store = state.auth.store();
+        let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX / 2);
+        match store.purge_audit(now - retention).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "audit records past retention removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not purge old audit records"),
+        }
+        let window = i64::try_from(state.config.login_failure_window.as_secs()).unwrap_or(300);
+        if let Err(e) = store.purge_login_failures(now, window).await {
+            tracing::warn!(error = %e, "could not purge failed sign-in counters");
         }
         if state.auth.oidc().is_some() {
             match state.auth.store().purge_oidc(now, idle).await {

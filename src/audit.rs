@@ -1,14 +1,32 @@
-//! One record per token decision. For now the record is a structured `tracing`
-//! event on target `berth::decision`; it never holds a token, password or hash.
+//! One record per token decision: a structured log line (target `berth::decision`;
+//! JSON with `BERTH_LOG_FORMAT=json`) and a row in the database's audit log.
+//!
+//! Rows are written by a background task in batches, off the request path. When
+//! the database is down the task keeps the records in memory (up to
+//! [`MAX_BUFFERED`]) and retries, so no record is lost to an outage. A record never
+//! holds a token, password or hash.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
 use crate::policy::Kind;
+use crate::store::{AuditRecord, Store};
+
+/// Records kept in memory while the database is unreachable.
+pub const MAX_BUFFERED: usize = 100_000;
+/// Most records written in one transaction.
+const BATCH: usize = 512;
 
 /// What happened to one token request.
 #[derive(Debug)]
 pub struct DecisionLog {
+    /// Request id (random), shared by the log line and the audit row.
+    pub request_id: String,
     /// Client address.
     pub client: IpAddr,
     /// Account as authenticated (or as claimed, when authentication failed).
@@ -23,6 +41,10 @@ pub struct DecisionLog {
     pub requested: Vec<String>,
     /// Granted scopes (only those with at least one action).
     pub granted: Vec<String>,
+    /// Refused actions, as scopes (`repository:x:push`).
+    pub denied: Vec<String>,
+    /// Ids of the rules that matched.
+    pub rules: Vec<String>,
     /// `issued`, or the OAuth error code.
     pub outcome: &'static str,
     /// Client-facing error description, if any.
@@ -31,10 +53,19 @@ pub struct DecisionLog {
     pub latency: Duration,
 }
 
+fn request_id() -> String {
+    let mut raw = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+        return String::from("0000000000000000");
+    }
+    data_encoding::HEXLOWER.encode(&raw)
+}
+
 impl DecisionLog {
     /// An empty record for a request from `client`.
     pub fn new(client: IpAddr) -> Self {
         DecisionLog {
+            request_id: request_id(),
             client,
             account: String::new(),
             kind: None,
@@ -42,9 +73,30 @@ impl DecisionLog {
             service: String::new(),
             requested: Vec::new(),
             granted: Vec::new(),
+            denied: Vec::new(),
+            rules: Vec::new(),
             outcome: "",
             error: None,
             latency: Duration::ZERO,
+        }
+    }
+
+    fn to_record(&self, at: i64) -> AuditRecord {
+        AuditRecord {
+            at,
+            request_id: self.request_id.clone(),
+            client: self.client.to_string(),
+            account: self.account.clone(),
+            kind: self.kind.map(|k| k.to_string()).unwrap_or_default(),
+            via: self.via.to_owned(),
+            service: self.service.clone(),
+            requested: self.requested.join(" "),
+            granted: self.granted.join(" "),
+            denied: self.denied.join(" "),
+            rules: self.rules.join(" "),
+            outcome: self.outcome.to_owned(),
+            error: self.error.clone().unwrap_or_default(),
+            latency_us: i64::try_from(self.latency.as_micros()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -53,6 +105,7 @@ impl DecisionLog {
 pub fn record(log: &DecisionLog) {
     tracing::info!(
         target: "berth::decision",
+        request_id = %log.request_id,
         client = %log.client,
         account = %log.account,
         kind = log.kind.map(|k| k.to_string()).unwrap_or_default(),
@@ -60,9 +113,134 @@ pub fn record(log: &DecisionLog) {
         service = %log.service,
         requested = %log.requested.join(" "),
         granted = %log.granted.join(" "),
+        denied = %log.denied.join(" "),
+        rules = %log.rules.join(" "),
         outcome = log.outcome,
         error = log.error.as_deref().unwrap_or(""),
         latency_us = u64::try_from(log.latency.as_micros()).unwrap_or(u64::MAX),
         "token decision"
     );
+}
+
+type Stopper = Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>;
+
+/// Where decisions go: the log, and the database writer.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::UnboundedSender<AuditRecord>,
+    stopper: Stopper,
+}
+
+impl AuditSink {
+    /// Starts the writer task over `store`.
+    pub fn start(store: Store, grace: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(writer(store, rx, stop_rx, grace));
+        AuditSink {
+            tx,
+            stopper: Arc::new(Mutex::new(Some((stop_tx, task)))),
+        }
+    }
+
+    /// Writes what is queued and stops the writer (waiting at most the grace
+    /// period if the database is down). Later records only reach the log.
+    pub async fn shutdown(&self) {
+        let pair = match self.stopper.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some((stop, task)) = pair {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+
+    /// Logs the decision and queues its audit row.
+    pub fn record(&self, log: &DecisionLog) {
+        record(log);
+        let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        if self.tx.send(log.to_record(at)).is_err() {
+            tracing::error!(request_id = %log.request_id, "audit writer stopped; record kept only in the log");
+        }
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<AuditRecord>,
+    mut stop: oneshot::Receiver<()>,
+    grace: Duration,
+) {
+    let mut buffer: Vec<AuditRecord> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut closed = false;
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    loop {
+        if buffer.is_empty() && !closed {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => buffer.push(r),
+                    None => closed = true,
+                },
+                _ = &mut stop => closed = true,
+            }
+        }
+        if closed {
+            // Take everything still queued; nothing new is waited for.
+            while let Ok(r) = rx.try_recv() {
+                buffer.push(r);
+            }
+            if buffer.is_empty() {
+                return;
+            }
+        }
+        // Gather what else is waiting, up to a batch.
+        while buffer.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => buffer.push(r),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let n = buffer.len().min(BATCH);
+        match store.insert_audit(&buffer[..n]).await {
+            Ok(()) => {
+                buffer.drain(..n);
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = buffer.len(), "audit records not written yet; retrying");
+                if buffer.len() > MAX_BUFFERED {
+                    let drop = buffer.len() - MAX_BUFFERED;
+                    buffer.drain(..drop);
+                    tracing::error!(dropped = drop, "audit buffer full; oldest records kept only in the log");
+                }
+                if closed {
+                    let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= grace {
+                        tracing::error!(lost = buffer.len(), "shutting down with audit records unwritten (kept in the log)");
+                        return;
+                    }
+                }
+                // Keep receiving while waiting, so the channel does not grow unseen.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        r = rx.recv(), if !closed => match r {
+                            Some(r) => buffer.push(r),
+                            None => closed = true,
+                        },
+                        _ = &mut stop, if !closed => closed = true,
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -187,9 +187,6 @@ pub struct Config {
     pub max_scopes: usize,
     /// Most password hashes computed at once.
     pub hash_concurrency: usize,
-    /// How long `berth key rotate` publishes a new key before it signs, so
-    /// registries that read the bundle or JWKS file at start can be restarted.
-    pub key_publish_delay: Duration,
     /// Login-name prefix of robot accounts.
     pub robot_prefix: String,
     /// Failed sign-ins per account or per client address before 429.
@@ -238,7 +235,6 @@ struct RawConfig {
     credential_cache_size: Option<u64>,
     max_scopes: Option<usize>,
     hash_concurrency: Option<usize>,
-    key_publish_delay: Option<String>,
     robot_prefix: Option<String>,
     login_failure_limit: Option<i64>,
     login_failure_window: Option<String>,
@@ -493,13 +489,6 @@ impl Config {
             Duration::from_secs(90 * 86_400),
         )?;
 
-        let key_publish_delay = duration(
-            "key_publish_delay",
-            "BERTH_KEY_PUBLISH_DELAY",
-            raw.key_publish_delay,
-            Duration::from_secs(3600),
-        )?;
-
         let mut services = Vec::new();
         for (i, s) in raw.services.into_iter().enumerate() {
             let key = format!("service[{i}].name");
@@ -586,7 +575,6 @@ impl Config {
             credential_cache_size,
             max_scopes,
             hash_concurrency,
-            key_publish_delay,
             robot_prefix,
             login_failure_limit,
             login_failure_window,

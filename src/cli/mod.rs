@@ -1,8 +1,12 @@
 //! The command line: one file per subcommand group.
 
+mod access_token;
+mod audit;
+mod db;
 mod key;
 mod policy;
 mod registry_config;
+mod robot;
 mod serve;
 mod user;
 
@@ -40,6 +44,17 @@ enum Command {
     /// Check, test and lint policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Manage robot accounts (machine credentials for CI).
+    #[command(subcommand)]
+    Robot(robot::RobotCommand),
+    /// Manage personal access tokens.
+    #[command(subcommand)]
+    Token(access_token::TokenCommand),
+    /// Query the audit log of token decisions.
+    Audit(audit::AuditArgs),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 /// Parses the command line, runs it, and maps errors to a message and exit code 1.
@@ -73,6 +88,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
         Command::Policy(cmd) => policy::run(config, cmd).await,
+        Command::Robot(cmd) => robot::run(config, cmd).await,
+        Command::Token(cmd) => access_token::run(config, cmd).await,
+        Command::Audit(args) => audit::run(config, args).await,
+        Command::Db(cmd) => db::run(config, cmd).await,
     }
 }
 

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::metrics::{Metrics, Outcome, Stage};
 use super::request::{self, Credentials, Grant, TokenRequest};
 use crate::app::AppState;
-use crate::audit::{self, DecisionLog};
+use crate::audit::DecisionLog;
 use crate::authn::{AuthError, Authenticated, Identity};
 use crate::policy::{self, Request};
 use crate::token::{Access, TokenError};
@@ -91,7 +91,7 @@ async fn respond(
     log.latency = started.elapsed();
     let outcome = super::metrics::token_outcome(log.outcome, response.status());
     response.extensions_mut().insert(Outcome(outcome));
-    audit::record(&log);
+    state.audit.record(&log);
     response
 }
 
@@ -205,25 +205,38 @@ async fn issue(
         service: &service,
         ip: Some(ip),
     };
-    let access: Vec<Access> = req
-        .scopes
-        .iter()
-        .map(|scope| {
-            let mut decision = policy::evaluate(&policy, &request, scope);
-            if let Some(limits) = &authenticated.limits {
-                policy::limit::restrict(limits, scope, &mut decision.granted);
+    let mut access: Vec<Access> = Vec::with_capacity(req.scopes.len());
+    for scope in &req.scopes {
+        let mut decision = policy::evaluate(&policy, &request, scope);
+        if let Some(limits) = &authenticated.limits {
+            policy::limit::restrict(limits, scope, &mut decision.granted);
+        }
+        decision.granted.retain(|a| authenticated.may_carry(a));
+        let refused: Vec<&str> = scope
+            .actions
+            .iter()
+            .filter(|a| !decision.granted.contains(*a))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() {
+            log.denied.push(format!(
+                "{}:{}:{}",
+                scope.resource_type,
+                scope.name,
+                refused.join(",")
+            ));
+        }
+        for id in decision.matched {
+            if !log.rules.contains(&id) {
+                log.rules.push(id);
             }
-            Access {
-                resource_type: scope.resource_type.clone(),
-                name: scope.name.to_string(),
-                actions: decision
-                    .granted
-                    .into_iter()
-                    .filter(|a| authenticated.may_carry(a))
-                    .collect(),
-            }
-        })
-        .collect();
+        }
+        access.push(Access {
+            resource_type: scope.resource_type.clone(),
+            name: scope.name.to_string(),
+            actions: decision.granted.into_iter().collect(),
+        });
+    }
     drop(timer);
     log.granted = access
         .iter()
