@@ -6,12 +6,13 @@ set -euo pipefail
 # dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
 # root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables, containerd,
 # runc and containers-common (policy.json) come as dependencies.
-packages=(docker.io docker-registry podman skopeo containernetworking-plugins)
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql)
 declare -A why=(
   [containernetworking-plugins]="podman 4.3 (CNI backend) refuses every command, even pull/push, when no CNI plugin dir exists"
   [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
   [podman]="podman login/push/pull end-to-end tests"
+  [postgresql]="PostgreSQL server: the store's test suite and the two-replica tests run against it"
   [skopeo]="skopeo login/copy tests; converts the test image for docker load"
 )
 

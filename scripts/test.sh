@@ -13,6 +13,10 @@ step() {
 step "install test dependencies"
 scripts/install-test-deps.sh
 
+step "start PostgreSQL (store suite, replica and fault tests)"
+BERTH_TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
+export BERTH_TEST_POSTGRES_URL
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -217,12 +217,18 @@ async fn writer(
                 if buffer.len() > MAX_BUFFERED {
                     let drop = buffer.len() - MAX_BUFFERED;
                     buffer.drain(..drop);
-                    tracing::error!(dropped = drop, "audit buffer full; oldest records kept only in the log");
+                    tracing::error!(
+                        dropped = drop,
+                        "audit buffer full; oldest records kept only in the log"
+                    );
                 }
                 if closed {
                     let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() >= grace {
-                        tracing::error!(lost = buffer.len(), "shutting down with audit records unwritten (kept in the log)");
+                        tracing::error!(
+                            lost = buffer.len(),
+                            "shutting down with audit records unwritten (kept in the log)"
+                        );
                         return;
                     }
                 }

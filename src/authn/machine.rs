@@ -38,7 +38,9 @@ pub fn new_secret(prefix: &str) -> Result<(SecretString, Vec<u8>), AuthError> {
 pub fn parse_robot_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
         && s.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(s.to_owned())
@@ -52,11 +54,19 @@ pub fn parse_robot_name(s: &str) -> Result<String, String> {
 
 impl Authenticator {
     /// Checks a robot's secret. `name` is the login name without the prefix.
-    pub(super) async fn robot(&self, login: &str, name: &str, secret: &SecretString, now: i64) -> Result<Authenticated, AuthError> {
+    pub(super) async fn robot(
+        &self,
+        login: &str,
+        name: &str,
+        secret: &SecretString,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
         let robot = self.store.find_robot(name).await?;
         let given = secret_hash(secret.expose_secret());
         // Compare even for unknown robots, so both paths do the same work.
-        let stored = robot.as_ref().map_or_else(|| vec![0u8; 32], |r| r.secret_hash.clone());
+        let stored = robot
+            .as_ref()
+            .map_or_else(|| vec![0u8; 32], |r| r.secret_hash.clone());
         let matches: bool = given.ct_eq(&stored).into();
         let robot = match robot {
             Some(r) if matches && !r.disabled && r.expires_at.is_none_or(|e| now < e) => r,
@@ -80,8 +90,17 @@ impl Authenticator {
     }
 
     /// Checks a personal access token presented as the password of `username`.
-    pub(super) async fn access_token(&self, username: &str, token: &SecretString, now: i64) -> Result<Authenticated, AuthError> {
-        let Some((tok, user)) = self.store.find_access_token(&secret_hash(token.expose_secret())).await? else {
+    pub(super) async fn access_token(
+        &self,
+        username: &str,
+        token: &SecretString,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        let Some((tok, user)) = self
+            .store
+            .find_access_token(&secret_hash(token.expose_secret()))
+            .await?
+        else {
             return Err(AuthError::BadCredentials);
         };
         // The token only works for its owner, while the owner is active.

@@ -10,7 +10,11 @@ use super::{AuthError, Authenticator};
 
 /// The keys a sign-in attempt is counted under.
 fn keys(username: &str, ip: IpAddr) -> [String; 2] {
-    let account: String = username.chars().take(128).collect::<String>().to_lowercase();
+    let account: String = username
+        .chars()
+        .take(128)
+        .collect::<String>()
+        .to_lowercase();
     let addr = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -42,7 +46,9 @@ impl Authenticator {
         now: i64,
     ) -> Result<LoginGuard, AuthError> {
         if self.is_cached(username, password) {
-            return Ok(LoginGuard { had_failures: false });
+            return Ok(LoginGuard {
+                had_failures: false,
+            });
         }
         let [a, b] = keys(username, ip);
         let window = self.window();
@@ -61,7 +67,11 @@ impl Authenticator {
     /// its 401 either way.
     pub async fn login_failed(&self, username: &str, ip: IpAddr, now: i64) {
         let [a, b] = keys(username, ip);
-        if let Err(e) = self.store.record_login_failure(&[&a, &b], now, self.window()).await {
+        if let Err(e) = self
+            .store
+            .record_login_failure(&[&a, &b], now, self.window())
+            .await
+        {
             tracing::warn!(error = %e, "could not count a failed sign-in");
         }
     }

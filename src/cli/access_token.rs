@@ -14,11 +14,14 @@ use crate::store::Store;
 fn parse_token_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(s.to_owned())
     } else {
-        Err(format!("invalid token name {s:?}: use 1-64 letters, digits, '.', '_' or '-'"))
+        Err(format!(
+            "invalid token name {s:?}: use 1-64 letters, digits, '.', '_' or '-'"
+        ))
     }
 }
 
@@ -75,13 +78,21 @@ pub async fn run(config: Config, cmd: TokenCommand) -> anyhow::Result<()> {
                 store
                     .create_access_token(&user, &name, &hash, &limits, Some(expires_at), now)
                     .await?;
-                println!("created token {name} for {user}, expires {}", date(Some(expires_at)));
+                println!(
+                    "created token {name} for {user}, expires {}",
+                    date(Some(expires_at))
+                );
                 println!("limits: {}", limits.join(" "));
                 println!("token (shown once): {}", secret.expose_secret());
-                println!("use it as the password: docker login -u {user} --password-stdin REGISTRY");
+                println!(
+                    "use it as the password: docker login -u {user} --password-stdin REGISTRY"
+                );
             }
             TokenCommand::List { user } => {
-                println!("{:<24} {:<17} {:<17} {:<17} LIMITS", "NAME", "CREATED", "EXPIRES", "LAST USED");
+                println!(
+                    "{:<24} {:<17} {:<17} {:<17} LIMITS",
+                    "NAME", "CREATED", "EXPIRES", "LAST USED"
+                );
                 for t in store.list_access_tokens(&user).await? {
                     println!(
                         "{:<24} {:<17} {:<17} {:<17} {}",

@@ -50,7 +50,11 @@ pub async fn run(config: Config, args: AuditArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
-            let who = if r.account.is_empty() { "(anonymous)" } else { r.account.as_str() };
+            let who = if r.account.is_empty() {
+                "(anonymous)"
+            } else {
+                r.account.as_str()
+            };
             println!(
                 "{} {} {} {} {} [{}] granted: {} denied: {} rules: {}",
                 date(Some(r.at)),
@@ -59,7 +63,11 @@ pub async fn run(config: Config, args: AuditArgs) -> anyhow::Result<()> {
                 who,
                 r.outcome,
                 r.requested,
-                if r.granted.is_empty() { "-" } else { &r.granted },
+                if r.granted.is_empty() {
+                    "-"
+                } else {
+                    &r.granted
+                },
                 if r.denied.is_empty() { "-" } else { &r.denied },
                 if r.rules.is_empty() { "-" } else { &r.rules },
             );

@@ -84,7 +84,10 @@ pub async fn run(config: Config, cmd: RobotCommand) -> anyhow::Result<()> {
                 store
                     .create_robot(&name, &hash, &groups, &description, expires_at, now)
                     .await?;
-                println!("created robot {prefix}{name} (expires {})", date(expires_at));
+                println!(
+                    "created robot {prefix}{name} (expires {})",
+                    date(expires_at)
+                );
                 println!("secret (shown once): {}", secret.expose_secret());
                 println!("log in with: docker login -u '{prefix}{name}' --password-stdin REGISTRY");
             }
@@ -115,7 +118,10 @@ pub async fn run(config: Config, cmd: RobotCommand) -> anyhow::Result<()> {
             RobotCommand::RotateSecret { name } => {
                 let (secret, hash) = new_secret(ROBOT_SECRET_PREFIX)?;
                 store.set_robot_secret(&name, &hash, now).await?;
-                println!("new secret for {prefix}{name} (shown once): {}", secret.expose_secret());
+                println!(
+                    "new secret for {prefix}{name} (shown once): {}",
+                    secret.expose_secret()
+                );
             }
             RobotCommand::Disable { name } => {
                 store.set_robot_disabled(&name, true, now).await?;

@@ -23,13 +23,20 @@ impl FromStr for Limit {
         let shape = || format!("limit {s:?} must look like repository:team-a/**:pull,push");
         let (ty, rest) = s.split_once(':').ok_or_else(shape)?;
         let (name, actions) = rest.rsplit_once(':').ok_or_else(shape)?;
-        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if ty.is_empty()
+            || !ty
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             return Err(shape());
         }
         let name = Pattern::compile(name, false).map_err(|e| format!("limit {s:?}: {e}"))?;
         let mut set = BTreeSet::new();
         for a in actions.split(',') {
-            if a.is_empty() || a.len() > 32 || !(a == "*" || a.bytes().all(|b| b.is_ascii_lowercase())) {
+            if a.is_empty()
+                || a.len() > 32
+                || !(a == "*" || a.bytes().all(|b| b.is_ascii_lowercase()))
+            {
                 return Err(format!("limit {s:?}: invalid action {a:?}"));
             }
             set.insert(a.to_owned());
@@ -45,7 +52,13 @@ impl FromStr for Limit {
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let actions: Vec<&str> = self.actions.iter().map(String::as_str).collect();
-        write!(f, "{}:{}:{}", self.resource_type, self.name.as_str(), actions.join(","))
+        write!(
+            f,
+            "{}:{}:{}",
+            self.resource_type,
+            self.name.as_str(),
+            actions.join(",")
+        )
     }
 }
 
@@ -84,9 +97,23 @@ mod tests {
 
     #[test]
     fn bad_limits() {
-        for bad in ["", "repository", "repository:a", "repository:a:", "Repo:a:pull", "repository:${account}:pull", "repository:a:PULL"] {
+        for bad in [
+            "",
+            "repository",
+            "repository:a",
+            "repository:a:",
+            "Repo:a:pull",
+            "repository:${account}:pull",
+            "repository:a:PULL",
+        ] {
             assert!(bad.parse::<Limit>().is_err(), "{bad}");
         }
-        assert_eq!("repository:a/**:push,pull".parse::<Limit>().unwrap().to_string(), "repository:a/**:pull,push");
+        assert_eq!(
+            "repository:a/**:push,pull"
+                .parse::<Limit>()
+                .unwrap()
+                .to_string(),
+            "repository:a/**:pull,push"
+        );
     }
 }

@@ -7,7 +7,12 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Counts one failure for each key; returns nothing.
-    pub async fn record_login_failure(&self, keys: &[&str], now: i64, window: i64) -> Result<(), StoreError> {
+    pub async fn record_login_failure(
+        &self,
+        keys: &[&str],
+        now: i64,
+        window: i64,
+    ) -> Result<(), StoreError> {
         for key in keys {
             sqlx::query(
                 "INSERT INTO login_failures (key, window_start, count) VALUES ($1, $2, 1)
@@ -26,7 +31,12 @@ impl Store {
 
     /// The largest failure count among `keys` within the current window, and when
     /// that window ends.
-    pub async fn login_failures(&self, keys: &[&str], now: i64, window: i64) -> Result<(i64, i64), StoreError> {
+    pub async fn login_failures(
+        &self,
+        keys: &[&str],
+        now: i64,
+        window: i64,
+    ) -> Result<(i64, i64), StoreError> {
         let mut worst = (0, now);
         for key in keys {
             let row = sqlx::query("SELECT window_start, count FROM login_failures WHERE key = $1 AND window_start > $2")

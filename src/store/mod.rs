@@ -55,7 +55,10 @@ impl StoreError {
     /// Whether the database itself failed (unreachable, I/O), as opposed to a
     /// missing or duplicate record.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_))
+        matches!(
+            self,
+            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_)
+        )
     }
 }
 

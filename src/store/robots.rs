@@ -95,12 +95,18 @@ impl Store {
     /// Finds a robot by name.
     pub async fn find_robot(&self, name: &str) -> Result<Option<RobotRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM robots WHERE name = $1");
-        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// The current `(epoch, disabled, expires_at)` of a robot, or `None` if deleted.
-    pub async fn robot_state(&self, id: i64) -> Result<Option<(i64, bool, Option<i64>)>, StoreError> {
+    pub async fn robot_state(
+        &self,
+        id: i64,
+    ) -> Result<Option<(i64, bool, Option<i64>)>, StoreError> {
         let row = sqlx::query("SELECT epoch, disabled, expires_at FROM robots WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -124,7 +130,12 @@ impl Store {
     }
 
     /// Replaces a robot's secret.
-    pub async fn set_robot_secret(&self, name: &str, secret_hash: &[u8], now: i64) -> Result<(), StoreError> {
+    pub async fn set_robot_secret(
+        &self,
+        name: &str,
+        secret_hash: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
         let res = sqlx::query(
             "UPDATE robots SET secret_hash = $1, epoch = epoch + 1, updated_at = $2 WHERE name = $3",
         )
@@ -140,7 +151,12 @@ impl Store {
     }
 
     /// Disables or enables a robot.
-    pub async fn set_robot_disabled(&self, name: &str, disabled: bool, now: i64) -> Result<(), StoreError> {
+    pub async fn set_robot_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let res = sqlx::query(
             "UPDATE robots SET disabled = $1, epoch = epoch + 1, updated_at = $2 WHERE name = $3",
         )

@@ -94,22 +94,35 @@ impl Store {
             "SELECT {COLUMNS}, {users} FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
             users = super::USER_COLUMNS
         );
-        let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((from_row(&row)?, super::user_from_row(&row)?)))
     }
 
     /// A user's tokens (never the secrets).
-    pub async fn list_access_tokens(&self, username: &Username) -> Result<Vec<AccessTokenRecord>, StoreError> {
+    pub async fn list_access_tokens(
+        &self,
+        username: &Username,
+    ) -> Result<Vec<AccessTokenRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE u.username = $1 ORDER BY t.name"
         );
-        let rows = sqlx::query(&sql).bind(username.as_str()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(username.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     /// Revokes (deletes) a token by owner and name.
-    pub async fn revoke_access_token(&self, username: &Username, name: &str) -> Result<(), StoreError> {
+    pub async fn revoke_access_token(
+        &self,
+        username: &Username,
+        name: &str,
+    ) -> Result<(), StoreError> {
         let res = sqlx::query(
             "DELETE FROM access_tokens WHERE name = $1 AND user_id = (SELECT id FROM users WHERE username = $2)",
         )
@@ -118,7 +131,9 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("{username} has no token named {name:?}")));
+            return Err(StoreError::NotFound(format!(
+                "{username} has no token named {name:?}"
+            )));
         }
         Ok(())
     }

@@ -1,0 +1,513 @@
+//! The store's test suite, run against both databases berth supports: an SQLite
+//! file and a real PostgreSQL (Debian's, started by `scripts/start-postgres.sh`;
+//! its admin URL comes in `BERTH_TEST_POSTGRES_URL`). Each PostgreSQL test makes
+//! its own database and drops it afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth::authn::Username;
+use berth::config::Database;
+use berth::store::{AuditQuery, AuditRecord, Store, StoreError};
+use sqlx::Connection;
+
+/// A database for one test; PostgreSQL ones are dropped on `finish`.
+struct TestDb {
+    db: Database,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        TestDb {
+            db: Database::Sqlite(dir.path().join("nested/dir/berth.db")),
+            _dir: Some(dir),
+            pg_admin: None,
+        }
+    }
+
+    /// `None` (with a printed reason) when no PostgreSQL is configured, unless
+    /// `BERTH_E2E=require`, where that is a failure.
+    async fn postgres() -> Option<Self> {
+        let Ok(admin) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+            if std::env::var("BERTH_E2E").as_deref() == Ok("require") {
+                panic!("BERTH_TEST_POSTGRES_URL is not set (scripts/start-postgres.sh prints it)");
+            }
+            eprintln!("skipping PostgreSQL store tests: BERTH_TEST_POSTGRES_URL not set");
+            return None;
+        };
+        let mut raw = [0u8; 6];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).unwrap();
+        let name = format!("berth_t_{}", data_encoding::HEXLOWER.encode(&raw));
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').unwrap().0;
+        Some(TestDb {
+            db: Database::Postgres(format!("{base}/{name}")),
+            _dir: None,
+            pg_admin: Some((admin, name)),
+        })
+    }
+
+    async fn finish(self, store: Store) {
+        store.close().await;
+        if let Some((admin, name)) = &self.pg_admin {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn user(s: &str) -> Username {
+    s.parse().unwrap()
+}
+
+async fn users_and_refresh_tokens(store: &Store) {
+    let alice = user("alice");
+    store
+        .create_user(&alice, "$argon2id$x", &["g1".into()], 100)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_user(&alice, "h", &[], 100).await,
+        Err(StoreError::UserExists(_))
+    ));
+    let rec = store.find_user(&alice).await.unwrap().unwrap();
+    assert_eq!(rec.groups, ["g1"]);
+    assert!(!rec.disabled);
+    let e0 = rec.epoch;
+    assert_eq!(store.user_state(rec.id).await.unwrap(), Some((e0, false)));
+
+    store
+        .set_groups(&alice, &["g2".into(), "g3".into()], 101)
+        .await
+        .unwrap();
+    let rec = store.find_user(&alice).await.unwrap().unwrap();
+    assert_eq!(rec.groups, ["g2", "g3"]);
+    assert!(rec.epoch > e0, "group changes bump the epoch");
+
+    // Refresh tokens: stored by hash, found with their user, revoked by password change.
+    store
+        .insert_refresh(b"hash-1", rec.id, "reg", 100, 1000)
+        .await
+        .unwrap();
+    let r = store.find_refresh(b"hash-1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.service.as_str(), r.expires_at, r.user.username.as_str()),
+        ("reg", 1000, "alice")
+    );
+    store.touch_refresh(b"hash-1", 150).await.unwrap();
+    assert_eq!(
+        store
+            .find_refresh(b"hash-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        150
+    );
+    store
+        .set_password(&alice, "$argon2id$y", 102)
+        .await
+        .unwrap();
+    assert!(store.find_refresh(b"hash-1").await.unwrap().is_none());
+
+    store
+        .insert_refresh(b"hash-2", rec.id, "reg", 100, 1000)
+        .await
+        .unwrap();
+    store.set_disabled(&alice, true, 103).await.unwrap();
+    assert!(
+        store.find_refresh(b"hash-2").await.unwrap().is_none(),
+        "disable revokes"
+    );
+    assert_eq!(store.user_state(rec.id).await.unwrap().unwrap().1, true);
+    store.set_disabled(&alice, false, 104).await.unwrap();
+
+    store
+        .insert_refresh(b"hash-3", rec.id, "reg", 100, 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_sessions(&alice).await.unwrap(), 1);
+    store
+        .insert_refresh(b"hash-4", rec.id, "reg", 100, 1000)
+        .await
+        .unwrap();
+    store
+        .insert_refresh(b"hash-5", rec.id, "reg", 100, 120)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.purge_refresh(130, 10_000).await.unwrap(),
+        1,
+        "absolute expiry"
+    );
+
+    // Hash upgrade only replaces the hash it read.
+    store
+        .upgrade_hash(rec.id, "not-current", "$argon2id$z")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_user(&alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$y"
+    );
+    store
+        .upgrade_hash(rec.id, "$argon2id$y", "$argon2id$z")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_user(&alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$z"
+    );
+
+    // Names are data, never SQL.
+    let tricky = user("o.r-1_1");
+    store
+        .create_user(
+            &tricky,
+            "h'); DROP TABLE users; --",
+            &["' OR 1=1 --".into()],
+            1,
+        )
+        .await
+        .unwrap();
+    let t = store.find_user(&tricky).await.unwrap().unwrap();
+    assert_eq!(t.password_hash, "h'); DROP TABLE users; --");
+    assert_eq!(t.groups, ["' OR 1=1 --"]);
+    assert_eq!(store.user_count().await.unwrap(), 2);
+    assert_eq!(store.list_users().await.unwrap().len(), 2);
+
+    store.delete_user(&alice).await.unwrap();
+    assert!(
+        store.find_refresh(b"hash-4").await.unwrap().is_none(),
+        "delete cascades"
+    );
+    assert!(matches!(
+        store.delete_user(&alice).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    assert!(matches!(
+        store.set_disabled(&alice, true, 1).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+}
+
+async fn robots(store: &Store) {
+    store
+        .create_robot(
+            "ci",
+            b"secret-hash",
+            &["builders".into()],
+            "CI robot",
+            Some(500),
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_robot("ci", b"x", &[], "", None, 100).await,
+        Err(StoreError::Exists(_))
+    ));
+    let r = store.find_robot("ci").await.unwrap().unwrap();
+    assert_eq!(
+        (r.groups.clone(), r.expires_at, r.description.as_str()),
+        (vec!["builders".to_owned()], Some(500), "CI robot")
+    );
+    assert_eq!(r.secret_hash, b"secret-hash");
+    store
+        .set_robot_secret("ci", b"new-hash", 101)
+        .await
+        .unwrap();
+    let r2 = store.find_robot("ci").await.unwrap().unwrap();
+    assert_eq!(r2.secret_hash, b"new-hash");
+    assert!(r2.epoch > r.epoch);
+    store.set_robot_disabled("ci", true, 102).await.unwrap();
+    assert_eq!(store.robot_state(r.id).await.unwrap().unwrap().1, true);
+    store.touch_robot(r.id, 200).await.unwrap();
+    assert_eq!(
+        store.find_robot("ci").await.unwrap().unwrap().last_used_at,
+        Some(200)
+    );
+    assert_eq!(store.list_robots().await.unwrap().len(), 1);
+    store.delete_robot("ci").await.unwrap();
+    assert!(store.find_robot("ci").await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_robot("ci").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_robot_secret("nope", b"x", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn access_tokens(store: &Store) {
+    let bob = user("bob");
+    assert!(matches!(
+        store
+            .create_access_token(&bob, "t", b"h", &[], None, 1)
+            .await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    store
+        .create_user(&bob, "h", &["team".into()], 1)
+        .await
+        .unwrap();
+    let limits = vec!["repository:team-a/**:pull".to_owned()];
+    store
+        .create_access_token(&bob, "ci", b"tok-hash", &limits, Some(900), 10)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_access_token(&bob, "ci", b"other", &[], None, 10)
+            .await,
+        Err(StoreError::Exists(_))
+    ));
+    let (t, u) = store.find_access_token(b"tok-hash").await.unwrap().unwrap();
+    assert_eq!(
+        (t.name.as_str(), t.limits.clone(), t.expires_at),
+        ("ci", limits.clone(), Some(900))
+    );
+    assert_eq!(u.username, "bob");
+    assert!(store.find_access_token(b"unknown").await.unwrap().is_none());
+    store.touch_access_token(t.id, 50).await.unwrap();
+    let listed = store.list_access_tokens(&bob).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(50));
+    store.revoke_access_token(&bob, "ci").await.unwrap();
+    assert!(store
+        .find_access_token(b"tok-hash")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.revoke_access_token(&bob, "ci").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .create_access_token(&bob, "ci2", b"tok-2", &limits, None, 10)
+        .await
+        .unwrap();
+    store.delete_user(&bob).await.unwrap();
+    assert!(
+        store.find_access_token(b"tok-2").await.unwrap().is_none(),
+        "delete cascades"
+    );
+}
+
+fn record(at: i64, account: &str, requested: &str, denied: &str, outcome: &str) -> AuditRecord {
+    AuditRecord {
+        at,
+        request_id: format!("r{at}"),
+        client: "127.0.0.1".into(),
+        account: account.into(),
+        kind: "user".into(),
+        via: "local".into(),
+        service: "reg".into(),
+        requested: requested.into(),
+        granted: String::new(),
+        denied: denied.into(),
+        rules: "own-namespace".into(),
+        outcome: outcome.into(),
+        error: String::new(),
+        latency_us: 42,
+    }
+}
+
+async fn audit(store: &Store) {
+    store
+        .insert_audit(&[
+            record(100, "alice", "repository:alice/app:pull", "", "issued"),
+            record(
+                200,
+                "bob",
+                "repository:alice/app:push",
+                "repository:alice/app:push",
+                "issued",
+            ),
+            record(300, "alice", "repository:other/x:pull", "", "invalid_grant"),
+            record(
+                400,
+                "carol",
+                "repository:alice/application:pull",
+                "",
+                "issued",
+            ),
+        ])
+        .await
+        .unwrap();
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let all = store.query_audit(&q(|_| {})).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.at).collect::<Vec<_>>(),
+        [400, 300, 200, 100]
+    );
+    assert_eq!(
+        all[3],
+        record(100, "alice", "repository:alice/app:pull", "", "issued")
+    );
+    let alice = store
+        .query_audit(&q(|q| q.account = Some("alice".into())))
+        .await
+        .unwrap();
+    assert_eq!(alice.len(), 2);
+    let repo = store
+        .query_audit(&q(|q| q.repository = Some("alice/app".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.iter().map(|r| r.at).collect::<Vec<_>>(),
+        [200, 100],
+        "exact repository, not a prefix"
+    );
+    let denied = store
+        .query_audit(&q(|q| q.denied_only = true))
+        .await
+        .unwrap();
+    assert_eq!(denied.iter().map(|r| r.at).collect::<Vec<_>>(), [300, 200]);
+    let since = store
+        .query_audit(&q(|q| q.since = Some(250)))
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    let hostile = store
+        .query_audit(&q(|q| q.account = Some("' OR 1=1 --".into())))
+        .await
+        .unwrap();
+    assert!(hostile.is_empty());
+    assert_eq!(store.purge_audit(250).await.unwrap(), 2);
+    assert_eq!(store.query_audit(&q(|_| {})).await.unwrap().len(), 2);
+}
+
+async fn login_failures(store: &Store) {
+    let keys = ["account:alice", "ip:10.0.0.1"];
+    assert_eq!(store.login_failures(&keys, 1000, 300).await.unwrap().0, 0);
+    for t in 0..3 {
+        store
+            .record_login_failure(&keys, 1000 + t, 300)
+            .await
+            .unwrap();
+    }
+    store
+        .record_login_failure(&["ip:10.0.0.1"], 1003, 300)
+        .await
+        .unwrap();
+    let (count, until) = store.login_failures(&keys, 1010, 300).await.unwrap();
+    assert_eq!((count, until), (4, 1300));
+    store.clear_login_failures("account:alice").await.unwrap();
+    assert_eq!(
+        store
+            .login_failures(&["account:alice"], 1010, 300)
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+    // A new window starts over.
+    assert_eq!(store.login_failures(&keys, 1400, 300).await.unwrap().0, 0);
+    store
+        .record_login_failure(&["ip:10.0.0.1"], 1400, 300)
+        .await
+        .unwrap();
+    assert_eq!(store.login_failures(&keys, 1401, 300).await.unwrap().0, 1);
+    assert_eq!(store.purge_login_failures(2000, 300).await.unwrap(), 1);
+}
+
+async fn suite(t: TestDb) {
+    let store = Store::open(&t.db).await.unwrap();
+    store.ping().await.unwrap();
+    // Opening again is a no-op migration.
+    Store::open(&t.db).await.unwrap().close().await;
+    users_and_refresh_tokens(&store).await;
+    robots(&store).await;
+    access_tokens(&store).await;
+    audit(&store).await;
+    login_failures(&store).await;
+    t.finish(store).await;
+}
+
+async fn newer_database_is_refused(t: TestDb) {
+    let store = Store::open(&t.db).await.unwrap();
+    let insert =
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                  VALUES (99999, 'from a newer berth', TRUE, $1, 0)";
+    sqlx::query(insert)
+        .bind(vec![0u8; 48])
+        .execute(store_pool(&t.db).await.as_mut())
+        .await
+        .unwrap();
+    let err = Store::open(&t.db).await.unwrap_err();
+    assert!(matches!(err, StoreError::Migrate(_)), "{err}");
+    assert!(err.to_string().contains("99999"), "{err}");
+    t.finish(store).await;
+}
+
+/// A plain connection to the same database, to tamper with it.
+async fn store_pool(db: &Database) -> Box<sqlx::AnyConnection> {
+    sqlx::any::install_default_drivers();
+    let url = match db {
+        Database::Sqlite(p) => format!("sqlite://{}", p.display()),
+        Database::Postgres(u) => u.clone(),
+    };
+    Box::new(sqlx::AnyConnection::connect(&url).await.unwrap())
+}
+
+#[tokio::test]
+async fn sqlite_suite() {
+    suite(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_suite() {
+    if let Some(t) = TestDb::postgres().await {
+        suite(t).await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_newer_database() {
+    newer_database_is_refused(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_newer_database() {
+    if let Some(t) = TestDb::postgres().await {
+        newer_database_is_refused(t).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_database_url_is_a_clear_error() {
+    let db = Database::Postgres("postgres://nobody:wrong@127.0.0.1:1/none".into());
+    let err = Store::open(&db).await.unwrap_err();
+    assert!(err.is_unavailable());
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no password in errors: {err}"
+    );
+}
