@@ -254,7 +254,8 @@ pub fn parse_file(name: &str, text: &str) -> Result<Loaded, PolicyError> {
         text,
     };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let reason = e.message().to_owned();
+        // One line: the parser's message may span several.
+        let reason = e.message().trim().replace('\n', "; ");
         match e.span() {
             Some(span) => ctx.at(span.start, reason),
             None => PolicyError {

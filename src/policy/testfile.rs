@@ -129,6 +129,16 @@ pub fn test_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 pub fn run_files(policy: &Policy, files: &[PathBuf]) -> Result<Report, String> {
     let mut report = Report::default();
     for path in files {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size > super::load::MAX_FILE_BYTES {
+            return Err(format!(
+                "{}: test file larger than {} bytes",
+                path.display(),
+                super::load::MAX_FILE_BYTES
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let parsed: CaseFile = toml::from_str(&text)
             .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
