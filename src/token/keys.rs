@@ -479,9 +479,17 @@ impl KeySet {
     }
 
     /// berth's CA certificate (if any), then the published keys' certificates.
+    ///
+    /// Ed25519 certificates are left out: distribution 2.x refuses to start with one
+    /// in its `rootcertbundle`. EdDSA keys reach registries through `x5c` (chained to
+    /// the CA, which is in the bundle) or the JWKS file.
     pub fn bundle_pem(&self, now: OffsetDateTime) -> String {
         let mut out = self.ca_pem.clone().unwrap_or_default();
-        out.extend(self.published(now).map(|k| k.cert_pem.as_str()));
+        out.extend(
+            self.published(now)
+                .filter(|k| k.alg != Algorithm::EdDsa)
+                .map(|k| k.cert_pem.as_str()),
+        );
         out
     }
 
@@ -622,6 +630,12 @@ mod tests {
         assert_eq!(set.active(later).unwrap().name, new);
         let bundle = set.bundle_pem(now);
         assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3, "CA + 2");
+        // An Ed25519 certificate would stop distribution 2.x from starting.
+        let later = later + time::Duration::seconds(1);
+        generate(dir.path(), Algorithm::EdDsa, now, later).unwrap();
+        let set = KeySet::load(dir.path()).unwrap();
+        assert_eq!(set.published(now).count(), 3);
+        assert_eq!(set.bundle_pem(now), bundle);
         assert!(bundle.starts_with(set.ca_pem.as_deref().unwrap()));
         assert!(has_signing_key(dir.path()));
     }

@@ -11,10 +11,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod clients;
+mod compat;
+mod compat_clients;
 mod components;
 mod image;
 mod policy_reload;
 mod proc;
+mod registries;
 
 use std::path::Path;
 use std::time::Duration;
