@@ -6,9 +6,10 @@ set -euo pipefail
 # dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
 # root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables, containerd,
 # runc and containers-common (policy.json) come as dependencies.
-packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql)
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime)
 declare -A why=(
   [containernetworking-plugins]="podman 4.3 (CNI backend) refuses every command, even pull/push, when no CNI plugin dir exists"
+  [faketime]="libfaketime: berth doctor's clock-skew test runs berth with a clock 10 minutes off"
   [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
   [podman]="podman login/push/pull end-to-end tests"
@@ -68,6 +69,12 @@ for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/docker-registry /usr/bin/p
 done
 if [ ! -e /etc/containers/policy.json ]; then
   echo "install-test-deps: /etc/containers/policy.json missing (containers-common)" >&2
+  status=1
+fi
+# distribution 3.x, crane and oras for the compatibility matrix: built from the
+# Go module proxy once per machine (cached; see the script).
+if ! "$(dirname "${BASH_SOURCE[0]}")/install-go-tools.sh"; then
+  echo "install-test-deps: the Go-built registry and clients are missing" >&2
   status=1
 fi
 if ! command -v cargo >/dev/null; then

@@ -28,7 +28,12 @@ cargo build --all-targets
 
 step "cargo test (unit, integration, end-to-end; BERTH_E2E=require)"
 # A missing external tool fails the end-to-end tests instead of skipping them.
+# The compatibility cells append to this file; start from an empty one.
+rm -f target/compat-results.jsonl
 BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets
+
+step "README compatibility table matches this run (scripts/compat-table.py)"
+python3 scripts/compat-table.py --check README.md
 
 step "policy tests and lint: policies/ and examples/policies/*/"
 # The shipped policy's own tests (policies/tests/*.toml), then every example's
