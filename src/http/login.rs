@@ -6,7 +6,9 @@
 //! `/login`, and `Secure` whenever berth's public URL is https; every POST carries
 //! the session's CSRF token (compared in constant time) and, when the browser
 //! sends `Origin`, it must be berth's own; pages are `no-store`, not framable, and
-//! send no referrer. The flow's checks (state, nonce, PKCE) are `authn::oidc`'s.
+//! send no referrer to other sites (`same-origin`: with `no-referrer`, browsers
+//! send `Origin: null` on form posts). The flow's checks (state, nonce, PKCE) are
+//! `authn::oidc`'s.
 
 mod pages;
 
@@ -63,7 +65,7 @@ fn html(status: StatusCode, body: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -85,7 +87,7 @@ fn redirect(to: &str, cookies: &[String]) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(c) {

@@ -126,6 +126,12 @@ impl Berth {
     /// Starts berth with `BERTH_POLICIES_DIR` at `policies`: a test that edits
     /// policy files while berth runs passes its own temp copy here.
     pub fn start_with_policies(policies: &Path) -> Berth {
+        Berth::start_with_env(policies, &[])
+    }
+
+    /// Like [`Berth::start_with_policies`], with more environment for berth and
+    /// its CLI (`BERTH_CONFIG` for settings that only a file can hold).
+    pub fn start_with_env(policies: &Path, extra: &[(&str, String)]) -> Berth {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-berth.")
             .tempdir()
@@ -147,6 +153,7 @@ impl Berth {
             ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
         ]
         .into_iter()
+        .chain(extra.iter().cloned())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let mut cmd = Command::new(BERTH);
@@ -510,6 +517,12 @@ impl Stack {
         let berth = Berth::start_with_policies(policies);
         berth.add_user("alice", ALICE_PASSWORD, &[]);
         berth.add_user("bob", BOB_PASSWORD, &[]);
+        Stack::with_berth(with_docker, berth, started)
+    }
+
+    /// A registry (and dockerd when `with_docker`) in front of a berth the
+    /// caller started and set up.
+    pub fn with_berth(with_docker: bool, berth: Berth, started: Instant) -> Stack {
         let registry = Registry::start(&berth);
         let dockerd = with_docker.then(Dockerd::start);
         let work = lowercase_tempdir("berth-e2e-work-");

@@ -15,6 +15,7 @@ mod compat;
 mod compat_clients;
 mod components;
 mod image;
+mod keycloak;
 mod policy_reload;
 mod proc;
 mod registries;

@@ -1,0 +1,178 @@
+//! Headless Chromium driven through chromedriver's W3C WebDriver HTTP API: just
+//! enough to open pages, fill fields, click and read text.
+
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::components::rt;
+use crate::proc::{free_port, Daemon};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    url: String,
+    session: String,
+    _driver: Daemon,
+}
+
+fn call(method: &str, url: &str, body: Option<Value>) -> Value {
+    rt().block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let req = match method {
+            "POST" => client.post(url).json(&body.unwrap_or_else(|| json!({}))),
+            "DELETE" => client.delete(url),
+            _ => client.get(url),
+        };
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let text = resp.text().await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    })
+}
+
+impl Browser {
+    /// Starts chromedriver and a fresh headless Chromium profile in `dir`.
+    pub fn start(dir: &Path) -> Browser {
+        std::fs::create_dir_all(dir).expect("browser dir");
+        let port = free_port();
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1");
+        let driver = Daemon::spawn("chromedriver", cmd, dir, Duration::from_secs(5));
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while crate::components::http_get(&format!("{url}/status"), None).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start\n{}",
+                driver.log_tail(30)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let profile = dir.join("profile");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let resp = call("POST", &format!("{url}/session"), Some(caps));
+        let session = resp["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {resp}\n{}", driver.log_tail(30)))
+            .to_owned();
+        Browser {
+            url,
+            session,
+            _driver: driver,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let v = call(
+            method,
+            &format!("{}/session/{}{path}", self.url, self.session),
+            body,
+        );
+        v["value"].clone()
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    pub fn current_url(&self) -> String {
+        self.cmd("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn page_source(&self) -> String {
+        self.cmd("GET", "/source", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The element matching a CSS selector, waiting up to `wait` for it.
+    pub fn find(&self, css: &str, wait: Duration) -> Option<String> {
+        let started = Instant::now();
+        loop {
+            let v = self.cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            );
+            if let Some(id) = v[ELEMENT].as_str() {
+                return Some(id.to_owned());
+            }
+            if started.elapsed() > wait {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    #[track_caller]
+    pub fn must_find(&self, css: &str, what: &str) -> String {
+        self.find(css, Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!(
+                "{what}: no element {css:?} on {}\n{}",
+                self.current_url(),
+                self.page_source().chars().take(3000).collect::<String>()
+            )
+        })
+    }
+
+    pub fn click(&self, element: &str) {
+        self.cmd(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
+    }
+
+    pub fn type_into(&self, element: &str, text: &str) {
+        self.cmd(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    pub fn text(&self, element: &str) -> String {
+        self.cmd("GET", &format!("/element/{element}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = call(
+            "DELETE",
+            &format!("{}/session/{}", self.url, self.session),
+            None,
+        );
+    }
+}
