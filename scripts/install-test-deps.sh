@@ -77,6 +77,12 @@ if ! "$(dirname "${BASH_SOURCE[0]}")/install-go-tools.sh"; then
   echo "install-test-deps: the Go-built registry and clients are missing" >&2
   status=1
 fi
+# Keycloak 26 (from Maven Central) and Chromium + chromedriver for the Keycloak
+# tests (tests/e2e/keycloak.rs); unpacked and pre-built once per machine.
+if ! "$(dirname "${BASH_SOURCE[0]}")/install-keycloak.sh" >/dev/null; then
+  echo "install-test-deps: Keycloak or the browser for the Keycloak tests is missing" >&2
+  status=1
+fi
 if ! command -v cargo >/dev/null; then
   echo "install-test-deps: cargo not found; install a Rust toolchain (>= 1.85) first" >&2
   status=1

@@ -17,6 +17,12 @@ step "start PostgreSQL (store suite, replica and fault tests)"
 BERTH_TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
 export BERTH_TEST_POSTGRES_URL
 
+step "Keycloak for the federation tests (scripts/install-keycloak.sh)"
+kc_env=$(scripts/install-keycloak.sh)
+BERTH_KEYCLOAK_HOME=$(sed -n 's/^BERTH_KEYCLOAK_HOME=//p' <<<"$kc_env")
+BERTH_KEYCLOAK_JAVA_HOME=$(sed -n 's/^BERTH_KEYCLOAK_JAVA_HOME=//p' <<<"$kc_env")
+export BERTH_KEYCLOAK_HOME BERTH_KEYCLOAK_JAVA_HOME
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -40,7 +46,7 @@ step "policy tests and lint: policies/ and examples/policies/*/"
 # tests and lint; any failing case or finding fails the run.
 cargo run --quiet -- policy test --policies policies
 cargo run --quiet -- policy lint --policies policies
-for dir in examples/policies/*/; do
+for dir in examples/policies/*/ examples/keycloak/policies/; do
   echo "-- ${dir}"
   cargo run --quiet -- policy test --policies "${dir}"
   cargo run --quiet -- policy lint --policies "${dir}"
