@@ -3,6 +3,7 @@
 mod access_token;
 mod audit;
 mod db;
+mod doctor;
 mod key;
 mod policy;
 mod registry_config;
@@ -35,6 +36,9 @@ enum Command {
     Serve,
     /// Print the block a registry's configuration needs to trust berth's tokens.
     RegistryConfig(registry_config::RegistryConfigArgs),
+    /// Find out why a registry refuses berth's tokens (realm, service, issuer,
+    /// key, algorithm, clock).
+    Doctor(doctor::DoctorArgs),
     /// Manage local users.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -85,6 +89,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve::run(config).await,
         Command::RegistryConfig(args) => registry_config::run(&config, args),
+        Command::Doctor(args) => doctor::run(config, args).await,
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
         Command::Policy(cmd) => policy::run(config, cmd).await,

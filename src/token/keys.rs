@@ -268,13 +268,31 @@ fn public_key_of(x509: &X509Certificate<'_>) -> Result<PublicKey, String> {
 impl SigningKey {
     /// Signs `message` (the JWS signing input) and returns the raw JWS signature.
     pub fn sign(&self, rng: &SystemRandom, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.sign_with(self.alg, rng, message)
+    }
+
+    /// Signs as `alg` rather than the key's own algorithm: an RSA key signs RS256 or
+    /// PS256 (`berth doctor` probes registries with both); other keys only their own.
+    pub fn sign_with(
+        &self,
+        alg: Algorithm,
+        rng: &SystemRandom,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
+        let rsa_alg = matches!(alg, Algorithm::Rs256 | Algorithm::Ps256);
+        if alg != self.alg && !(rsa_alg && matches!(self.pair, Pair::Rsa(_))) {
+            return Err(KeyError::Generate(format!(
+                "a {} key cannot sign {}",
+                self.alg, alg
+            )));
+        }
         match &self.pair {
             Pair::Ec(k) => k
                 .sign(rng, message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| KeyError::Generate("ECDSA signing failed".into())),
             Pair::Rsa(k) => {
-                let padding: &'static dyn signature::RsaEncoding = match self.alg {
+                let padding: &'static dyn signature::RsaEncoding = match alg {
                     Algorithm::Ps256 => &signature::RSA_PSS_SHA256,
                     _ => &signature::RSA_PKCS1_SHA256,
                 };

@@ -14,6 +14,7 @@ mod clients;
 mod compat;
 mod compat_clients;
 mod components;
+mod doctor;
 mod image;
 mod keycloak;
 mod policy_reload;

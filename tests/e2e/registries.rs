@@ -67,7 +67,8 @@ pub struct BerthOpts {
     pub alg: &'static str,
     pub services: Vec<ServiceSpec>,
     pub key_publish_delay: &'static str,
-    /// Extra environment for `berth serve` only (e.g. a fake clock).
+    /// Extra environment for `berth serve` and the key generation before it
+    /// (e.g. a fake clock, so the key is valid on berth's clock).
     pub serve_env: Vec<(String, String)>,
     /// Host name in berth's public URL (the realm); clients built on
     /// go-containerregistry refuse a realm whose host is a loopback IP literal.
@@ -107,7 +108,7 @@ pub fn lowercase_tempdir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// The berth binary with a clean environment and `BERTH_CONFIG`.
-fn berth_command(config: &Path) -> Command {
+pub fn berth_command(config: &Path) -> Command {
     let mut c = Command::new(BERTH);
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -152,7 +153,9 @@ impl CBerth {
         let config_path = dir.path().join("berth.toml");
         std::fs::write(&config_path, toml).expect("write berth.toml");
         let out = run(
-            berth_command(&config_path).args(["key", "generate", "--alg", opts.alg]),
+            berth_command(&config_path)
+                .args(["key", "generate", "--alg", opts.alg])
+                .envs(opts.serve_env.iter().map(|(k, v)| (k, v))),
             None,
             Duration::from_secs(60),
         );
