@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod http;
+pub mod net;
 pub mod policy;
 pub mod scope;
 pub mod store;

@@ -6,6 +6,9 @@
 #[path = "http/support.rs"]
 mod support;
 
+#[path = "http/ops.rs"]
+mod ops;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

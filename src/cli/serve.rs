@@ -14,14 +14,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
     let (state, boot) = app::build(config, admin_password).await?;
     for w in &boot.policy_warnings {
         tracing::warn!("policy: {w}");
     }
     print!("{}", app::startup_banner(&state.config, &boot));
     drop(boot);
-    tracing::info!(listen = %state.config.listen, realm = %state.config.realm(), "berth serving");
-    app::serve(state, listener, shutdown_signal()).await?;
+    tracing::info!(
+        listen = %state.config.listen,
+        realm = %state.config.realm(),
+        tls = state.tls.is_some(),
+        metrics = %state.config.metrics_listen.map_or_else(|| "on listen".to_owned(), |a| a.to_string()),
+        "berth serving"
+    );
+    app::serve_with(state, listener, metrics_listener, shutdown_signal()).await?;
     tracing::info!("berth stopped");
     Ok(())
 }

@@ -411,7 +411,10 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 
 /// Renders every metric of `state`, in OpenMetrics text when `openmetrics`, else
 /// in the Prometheus text format 0.0.4. Returns the body and its content type.
-pub fn render(state: &AppState, openmetrics: bool) -> Result<(String, &'static str), std::fmt::Error> {
+pub fn render(
+    state: &AppState,
+    openmetrics: bool,
+) -> Result<(String, &'static str), std::fmt::Error> {
     let mut live = Registry::with_prefix("berth");
     live.register_collector(Box::new(Live {
         policies: state.policies.clone(),
@@ -469,7 +472,10 @@ mod tests {
             assert_eq!(e.index(), i);
         }
         assert_eq!(outcome_of_status(StatusCode::OK), "ok");
-        assert_eq!(outcome_of_status(StatusCode::SERVICE_UNAVAILABLE), "unavailable");
+        assert_eq!(
+            outcome_of_status(StatusCode::SERVICE_UNAVAILABLE),
+            "unavailable"
+        );
         assert_eq!(outcome_of_status(StatusCode::IM_A_TEAPOT), "client_error");
     }
 
@@ -483,10 +489,22 @@ mod tests {
         m.backend_error(backend_of(&AuthError::Internal("x".into())));
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
-        assert!(out.contains("berth_token_stage_duration_seconds_count{stage=\"policy\"} 1"), "{out}");
-        assert!(out.contains("berth_token_stage_duration_seconds_count{stage=\"signing\"} 0"), "{out}");
-        assert!(out.contains("berth_http_requests_total{endpoint=\"token\",outcome=\"issued\"} 1"), "{out}");
-        assert!(out.contains("berth_auth_backend_errors_total{backend=\"internal\"} 1"), "{out}");
+        assert!(
+            out.contains("berth_token_stage_duration_seconds_count{stage=\"policy\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_token_stage_duration_seconds_count{stage=\"signing\"} 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_http_requests_total{endpoint=\"token\",outcome=\"issued\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_auth_backend_errors_total{backend=\"internal\"} 1"),
+            "{out}"
+        );
         assert!(!out.contains("backend=\"database\""), "{out}");
     }
 }
