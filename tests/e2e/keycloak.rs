@@ -5,6 +5,8 @@
 //! One Keycloak serves every test here (see `fixture`); each test starts its own
 //! berth and registry, and users that a test changes are that test's alone.
 
+mod failures;
+mod faulty;
 mod fixture;
 mod webdriver;
 
@@ -41,6 +43,11 @@ fn policies() -> PathBuf {
 /// berth with the Keycloak provider, a local user `localuser` and (from
 /// bootstrap) the local `admin`. Its config dir lives as long as the test binary.
 fn start_berth(kc: &Keycloak) -> Berth {
+    start_berth_for(&kc.issuer())
+}
+
+/// [`start_berth`] with the provider at `issuer`.
+fn start_berth_for(issuer: &str) -> Berth {
     let dir = tempfile::Builder::new()
         .prefix("berth-e2e-kc-config.")
         .tempdir()
@@ -63,7 +70,6 @@ grant_cache_ttl = "{cache}s"
 timeout = "3s"
 jwks_min_refetch = "1s"
 "#,
-            issuer = kc.issuer(),
             client = fixture::CLIENT_ID,
             secret = secret.display(),
             revalidate = REVALIDATE.as_secs(),
