@@ -93,7 +93,13 @@ def render(cells):
         "`\"x5c\"`. `x5c` lets keys rotate without touching any registry. "
         "Give berth's `public_url` and the registry a host name: crane refuses a realm "
         "that is a private IP literal, oras one that resolves to a private or loopback "
-        "address unless its host name is the registry's."
+        "address unless its host name is the registry's. "
+        "Per `[[service]]`: `key_id`, `audience_list = true` (`aud` as a JSON list) and "
+        "`expand_wildcard = true` (a granted `*` also lists pull, push and delete). "
+        "`berth registry-config --flavor distribution2|distribution3|zot [--service NAME]` prints "
+        "the registry's block; when a registry still refuses berth's tokens, "
+        "`berth doctor --registry URL -u USER` names the cause (realm, service, issuer, key, "
+        "key header form, algorithm, clock skew)."
     )
     out.append("")
     out.append("### Registries × signing keys")

@@ -14,7 +14,7 @@
 # warm one does nothing. Prints how long each build took.
 set -euo pipefail
 
-dest="${BERTH_GO_TOOLS:-$HOME/.cache/berth-test-tools/bin}"
+dest="${BERTH_GO_TOOLS:-${HOME:-/root}/.cache/berth-test-tools/bin}"
 
 # name | package to install | module whose version must match | version
 tools=(

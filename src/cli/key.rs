@@ -30,6 +30,13 @@ pub enum KeyCommand {
         #[arg(long, value_parser = parse_duration)]
         publish_delay: Option<std::time::Duration>,
     },
+    /// Remove keys no token can still need: expired ones, and ones a newer key
+    /// replaced longer ago than the token lifetime (plus 60 s). Rewrites the bundle.
+    Prune {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show keys: algorithm, key IDs in both forms, when each signs.
     Show,
     /// Print the certificates for a registry's `rootcertbundle`.
@@ -81,6 +88,30 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                 delay.whole_seconds(),
                 current.name,
             );
+        }
+        KeyCommand::Prune { dry_run } => {
+            let set = KeySet::load(&config.keys_dir)?;
+            let ttl = time::Duration::try_from(config.token_ttl)?;
+            let retire = set.retirable(now, ttl);
+            if retire.is_empty() {
+                println!("no key to remove: every key may still verify a valid token");
+            }
+            for k in &retire {
+                if dry_run {
+                    println!("would remove {}", k.name);
+                    continue;
+                }
+                for ext in ["key", "crt"] {
+                    let path = config.keys_dir.join(format!("{}.{ext}", k.name));
+                    std::fs::remove_file(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                }
+                println!("removed {}", k.name);
+            }
+            if !dry_run && !retire.is_empty() {
+                KeySet::load(&config.keys_dir)?.write_bundle(now)?;
+                println!("bundle.pem and jwks.json updated; registries may keep the old files until they restart");
+            }
         }
         KeyCommand::Show => {
             let set = KeySet::load(&config.keys_dir)?;

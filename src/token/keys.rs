@@ -511,6 +511,34 @@ impl KeySet {
         out
     }
 
+    /// Keys no registry needs any more at `now`: expired ones, and ones superseded
+    /// (a newer key has signed for longer than `token_lifetime` plus the registries'
+    /// 60 s leeway), so every token they signed has expired. Never the signing key.
+    pub fn retirable(
+        &self,
+        now: OffsetDateTime,
+        token_lifetime: time::Duration,
+    ) -> Vec<&SigningKey> {
+        let active = self.active_index(now);
+        let grace = token_lifetime + time::Duration::seconds(60);
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| {
+                if Some(*i) == active || k.signs_from() > now {
+                    return false;
+                }
+                let superseded = self.keys.iter().any(|n| {
+                    n.signs_from() > k.signs_from()
+                        && n.valid_at(now)
+                        && n.signs_from() + grace <= now
+                });
+                !k.published_at(now) || superseded
+            })
+            .map(|(_, k)| k)
+            .collect()
+    }
+
     /// Writes `bundle.pem` and `jwks.json` beside the keys.
     pub fn write_bundle(&self, now: OffsetDateTime) -> Result<(), KeyError> {
         let path = self.dir.join(BUNDLE_FILE);
@@ -656,6 +684,32 @@ mod tests {
         assert_eq!(set.bundle_pem(now), bundle);
         assert!(bundle.starts_with(set.ca_pem.as_deref().unwrap()));
         assert!(has_signing_key(dir.path()));
+    }
+
+    #[test]
+    fn superseded_keys_retire_after_the_last_token_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = generate(dir.path(), Algorithm::Es256, now, now).unwrap();
+        let switch = now + time::Duration::minutes(10);
+        let new = generate(dir.path(), Algorithm::Es256, now, switch).unwrap();
+        let set = KeySet::load(dir.path()).unwrap();
+        let ttl = time::Duration::minutes(5);
+        let names = |at| -> Vec<String> {
+            set.retirable(at, ttl)
+                .iter()
+                .map(|k| k.name.clone())
+                .collect()
+        };
+        assert!(names(now).is_empty(), "nothing to retire before the switch");
+        assert!(names(switch).is_empty(), "old tokens are still valid");
+        let after = switch + ttl + time::Duration::seconds(60);
+        assert_eq!(
+            names(after - time::Duration::seconds(1)),
+            Vec::<String>::new()
+        );
+        assert_eq!(names(after), vec![old]);
+        assert!(!names(after).contains(&new));
     }
 
     #[test]

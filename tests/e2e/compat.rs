@@ -571,6 +571,12 @@ fn compat_key_rotation() {
             );
         }
     }
+    // The old key signed tokens that are still valid: prune must keep it.
+    let out = berth.cli_ok(&["key", "prune", "--dry-run"], None);
+    assert!(
+        out.stdout.contains("no key to remove"),
+        "key prune would remove a key right after rotation:\n{out}"
+    );
     eprintln!("compat rotation in {:?}", started.elapsed());
     assert!(
         all,
