@@ -434,4 +434,4 @@ pub fn user_from_claims(
 
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

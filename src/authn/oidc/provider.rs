@@ -444,3 +444,7 @@ impl Provider {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "provider_tests.rs"]
+mod tests;

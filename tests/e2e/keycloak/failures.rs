@@ -153,12 +153,12 @@ fn keycloak_sign_in_callback_refuses_forged_replayed_and_foreign_callbacks() {
     let code = query(&callback, "code");
     let forged = format!("{}/login/callback?state=forged&code={code}", berth.url);
     refused(
-        &request(&forged, &[flow.clone()], None),
+        &request(&forged, std::slice::from_ref(&flow), None),
         "a callback with a state berth never issued",
     );
 
     // A good callback signs in once; replaying it is refused.
-    let good = request(&callback, &[flow.clone()], None);
+    let good = request(&callback, std::slice::from_ref(&flow), None);
     assert_eq!(good.status, 303, "the real callback: {}", good.body);
     assert!(
         good.cookies
