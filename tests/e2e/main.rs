@@ -20,6 +20,7 @@ mod keycloak;
 mod policy_reload;
 mod proc;
 mod registries;
+mod tls;
 
 use std::path::Path;
 use std::time::Duration;
