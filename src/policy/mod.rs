@@ -176,8 +176,12 @@ pub struct Policy {
     /// component `p` is exactly `c`. A scope needs only the rules of its own
     /// components…
     by_component: Vec<HashMap<String, Vec<usize>>>,
-    /// …plus the rules that may match any name.
-    generic: Vec<usize>,
+    /// …plus the rules without a name pattern…
+    unnamed: Vec<usize>,
+    /// …plus those whose name pattern the component index cannot pin down, found
+    /// with one pass of a regex set over the name instead of one match per rule.
+    unindexed: Vec<usize>,
+    unindexed_set: Option<regex::RegexSet>,
 }
 
 /// A position and literal path component every name the pattern matches has, if
@@ -200,17 +204,37 @@ impl Policy {
     /// Builds a policy from rules (any order).
     pub fn new(rules: Vec<Rule>) -> Self {
         let mut by_component: Vec<HashMap<String, Vec<usize>>> = vec![HashMap::new(); INDEX_DEPTH];
-        let mut generic = Vec::new();
+        let mut unnamed = Vec::new();
+        let mut unindexed = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            match rule.name.as_ref().and_then(index_key) {
-                Some((pos, c)) => by_component[pos].entry(c.to_owned()).or_default().push(i),
-                None => generic.push(i),
+            match &rule.name {
+                None => unnamed.push(i),
+                Some(name) => match index_key(name) {
+                    Some((pos, c)) => by_component[pos].entry(c.to_owned()).or_default().push(i),
+                    None => unindexed.push(i),
+                },
             }
+        }
+        let sources = unindexed
+            .iter()
+            .filter_map(|&i| rules[i].name.as_ref().map(Pattern::regex_source));
+        // Too large a set (it has a size limit) falls back to matching one by one.
+        let unindexed_set = regex::RegexSetBuilder::new(sources)
+            .size_limit(32 << 20)
+            .build()
+            .ok();
+        if unindexed_set.is_none() && !unindexed.is_empty() {
+            tracing::warn!(
+                rules = unindexed.len(),
+                "policy: name patterns too many to combine; matching them one by one"
+            );
         }
         Policy {
             rules,
             by_component,
-            generic,
+            unnamed,
+            unindexed,
+            unindexed_set,
         }
     }
 
@@ -228,8 +252,17 @@ impl Policy {
             .zip(self.by_component.iter())
             .filter_map(|(c, map)| map.get(c))
             .flatten();
-        self.generic
+        let unindexed: Box<dyn Iterator<Item = &usize>> = match &self.unindexed_set {
+            Some(set) => Box::new(
+                set.matches(scope.name.as_str())
+                    .into_iter()
+                    .filter_map(|k| self.unindexed.get(k)),
+            ),
+            None => Box::new(self.unindexed.iter()),
+        };
+        self.unnamed
             .iter()
+            .chain(unindexed)
             .chain(indexed)
             .map(move |&i| &self.rules[i])
     }

@@ -134,6 +134,11 @@ impl Pattern {
         &self.source
     }
 
+    /// The regular expression the glob compiled to (placeholders as groups).
+    pub fn regex_source(&self) -> &str {
+        self.regex.as_str()
+    }
+
     /// Whether the pattern holds any placeholder.
     pub fn has_placeholders(&self) -> bool {
         !self.placeholders.is_empty()
