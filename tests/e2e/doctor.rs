@@ -207,3 +207,22 @@ fn doctor_names_wrong_realm() {
     s.realm = format!("{}/auth/token", berth.url);
     expect(&berth, &Reg::start(s), Some("realm-mismatch"));
 }
+
+#[test]
+fn doctor_names_audience_format() {
+    if !tools("doctor aud format") {
+        return;
+    }
+    // distribution 2.8 takes `aud` only as a string.
+    let mut service = ServiceSpec::new(SERVICE, "libtrust");
+    service.audience_list = true;
+    let berth = CBerth::start(BerthOpts {
+        services: vec![service],
+        ..BerthOpts::default()
+    });
+    expect(
+        &berth,
+        &Reg::start(spec(Kind::Dist2, &berth)),
+        Some("audience-format"),
+    );
+}
