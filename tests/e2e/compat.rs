@@ -86,8 +86,8 @@ const DENIAL: &[&str] = &[
     "invalid username/password",
     "http 401",
     "http 403",
-    "401",
-    "403",
+    "status code 401",
+    "status code 403",
 ];
 
 /// The client failed because it was refused (not because it broke).
