@@ -287,7 +287,8 @@ async fn purge_loop(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
         }
         let store = state.auth.store();
-        let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX / 2);
+        let retention =
+            i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX / 2);
         match store.purge_audit(now - retention).await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "audit records past retention removed"),
             Ok(_) => {}

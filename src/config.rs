@@ -71,7 +71,9 @@ impl Database {
             return Err("must not be empty".into());
         }
         if path.contains("://") {
-            return Err("use a SQLite file path, sqlite://PATH, or postgres://USER:PASSWORD@HOST/DB".into());
+            return Err(
+                "use a SQLite file path, sqlite://PATH, or postgres://USER:PASSWORD@HOST/DB".into(),
+            );
         }
         Ok(Database::Sqlite(PathBuf::from(path)))
     }
@@ -290,8 +292,14 @@ fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFi
     match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
-        (Some(_), None) => Err(invalid("tls_key", "tls_cert is set, so tls_key is needed too")),
-        (None, Some(_)) => Err(invalid("tls_cert", "tls_key is set, so tls_cert is needed too")),
+        (Some(_), None) => Err(invalid(
+            "tls_key",
+            "tls_cert is set, so tls_key is needed too",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "tls_cert",
+            "tls_key is set, so tls_cert is needed too",
+        )),
     }
 }
 
@@ -360,7 +368,9 @@ impl Config {
         })?;
 
         let tls = tls_files(
-            env.var("BERTH_TLS_CERT").map(PathBuf::from).or(raw.tls_cert),
+            env.var("BERTH_TLS_CERT")
+                .map(PathBuf::from)
+                .or(raw.tls_cert),
             env.var("BERTH_TLS_KEY").map(PathBuf::from).or(raw.tls_key),
         )?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -372,7 +382,8 @@ impl Config {
             return Err(invalid("public_url", "must start with http:// or https://"));
         }
 
-        let database = pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
+        let database =
+            pick("BERTH_DATABASE", raw.database).unwrap_or_else(|| "data/berth.db".into());
         let database = Database::parse(&database).map_err(|p| invalid("database", p))?;
 
         let keys_dir = env
@@ -471,7 +482,10 @@ impl Config {
         }
         let login_failure_limit = raw.login_failure_limit.unwrap_or(10);
         if !(1..=1_000_000).contains(&login_failure_limit) {
-            return Err(invalid("login_failure_limit", "must be between 1 and 1000000"));
+            return Err(invalid(
+                "login_failure_limit",
+                "must be between 1 and 1000000",
+            ));
         }
         let login_failure_window = duration(
             "login_failure_window",

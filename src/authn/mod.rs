@@ -432,7 +432,10 @@ impl Authenticator {
         if let Some(name) = username.strip_prefix(self.settings.robot_prefix.as_str()) {
             return self.robot(username, name, &password, now).await;
         }
-        if password.expose_secret().starts_with(machine::ACCESS_TOKEN_PREFIX) {
+        if password
+            .expose_secret()
+            .starts_with(machine::ACCESS_TOKEN_PREFIX)
+        {
             return self.access_token(username, &password, now).await;
         }
         let key = self.cache_key(username, &password);

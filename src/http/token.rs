@@ -260,13 +260,15 @@ async fn issue(
     let refresh = match (req.offline, req.grant, authenticated.user_id) {
         // A personal access token gets no refresh token: it would outlive the
         // token's expiry and escape its limits.
-        (true, Grant::Get | Grant::Password, Some(user_id)) if authenticated.limits.is_none() => Some(
-            state
-                .auth
-                .issue_refresh(user_id, &service, now.unix_timestamp())
-                .await
-                .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
-        ),
+        (true, Grant::Get | Grant::Password, Some(user_id)) if authenticated.limits.is_none() => {
+            Some(
+                state
+                    .auth
+                    .issue_refresh(user_id, &service, now.unix_timestamp())
+                    .await
+                    .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
+            )
+        }
         (true, Grant::Get | Grant::Password, None) if authenticated.federated.is_some() => state
             .auth
             .issue_federated_refresh(&authenticated, &service, now.unix_timestamp())
