@@ -84,7 +84,7 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                  Registries that trust berth's CA (key_id = \"x5c\") need nothing. Restart \
                  registries that read bundle.pem or jwks.json (kid modes) before that time.",
                 alg.jose(),
-                rfc3339(signs_from),
+                rfc3339(signs_from.replace_nanosecond(0).unwrap_or(signs_from)),
                 delay.whole_seconds(),
                 current.name,
             );

@@ -36,13 +36,22 @@ pub fn run(config: &Config, args: RegistryConfigArgs) -> anyhow::Result<()> {
     let flavor = args
         .flavor
         .unwrap_or_else(|| Flavor::for_key_id(service.key_id));
+    let now = time::OffsetDateTime::now_utc();
+    let keys = KeySet::load(&config.keys_dir).ok();
+    let active = keys.as_ref().and_then(|set| set.active(now).ok());
+    if let Some(key) = active {
+        if !flavor.accepts(key.alg) {
+            println!(
+                "# berth: the signing key {} is {}, which this registry cannot verify; \
+                 use `berth key rotate --alg es256` (or es384, rs256)",
+                key.name,
+                key.alg.jose()
+            );
+        }
+    }
     // zot trusts one certificate: the key that signs now.
     let cert = match flavor {
-        Flavor::Zot => KeySet::load(&config.keys_dir).ok().and_then(|set| {
-            set.active(time::OffsetDateTime::now_utc())
-                .ok()
-                .map(|k| config.keys_dir.join(format!("{}.crt", k.name)))
-        }),
+        Flavor::Zot => active.map(|k| config.keys_dir.join(format!("{}.crt", k.name))),
         _ => None,
     };
     print!("{}", config_block(config, service, flavor, cert.as_deref()));
