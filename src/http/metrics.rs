@@ -53,17 +53,20 @@ pub enum Endpoint {
     Readyz,
     /// `/metrics`
     Metrics,
+    /// `/login` and below (the sign-in page).
+    Login,
     /// Anything else (404s).
     Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 6] = [
+    const ALL: [Endpoint; 7] = [
         Endpoint::Token,
         Endpoint::Jwks,
         Endpoint::Healthz,
         Endpoint::Readyz,
         Endpoint::Metrics,
+        Endpoint::Login,
         Endpoint::Other,
     ];
 
@@ -75,6 +78,7 @@ impl Endpoint {
             "/healthz" => Endpoint::Healthz,
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
+            p if p == "/login" || p.starts_with("/login/") => Endpoint::Login,
             _ => Endpoint::Other,
         }
     }
@@ -87,6 +91,7 @@ impl Endpoint {
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
             Endpoint::Metrics => "metrics",
+            Endpoint::Login => "login",
             Endpoint::Other => "other",
         }
     }
@@ -247,10 +252,12 @@ impl Metrics {
 pub fn backend_of(error: &AuthError) -> &'static str {
     match error {
         AuthError::Unavailable(_) => "database",
+        AuthError::IdpUnavailable(_) => "identity_provider",
+        // Not backend failures; never counted (they do not become a 5xx).
+        AuthError::BadCredentials | AuthError::BadRefreshToken | AuthError::RateLimited { .. } => {
+            "none"
+        }
         AuthError::Internal(_) => "internal",
-        // Federated sign-in is the only other backend.
-        #[allow(unreachable_patterns)]
-        _ => "identity_provider",
     }
 }
 
@@ -468,6 +475,8 @@ mod tests {
         assert_eq!(Endpoint::of("/token"), Endpoint::Token);
         assert_eq!(Endpoint::of("/token/"), Endpoint::Other);
         assert_eq!(Endpoint::of("/alice/secret"), Endpoint::Other);
+        assert_eq!(Endpoint::of("/login/callback"), Endpoint::Login);
+        assert_eq!(Endpoint::of("/loginx"), Endpoint::Other);
         for (i, e) in Endpoint::ALL.iter().enumerate() {
             assert_eq!(e.index(), i);
         }
@@ -487,6 +496,10 @@ mod tests {
         }
         m.request(Endpoint::Token, "issued", Duration::from_millis(3));
         m.backend_error(backend_of(&AuthError::Internal("x".into())));
+        assert_eq!(
+            backend_of(&AuthError::IdpUnavailable("down".into())),
+            "identity_provider"
+        );
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
         assert!(
