@@ -8,6 +8,7 @@
 mod failures;
 mod faulty;
 mod fixture;
+mod sync;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ const LOCAL_USER: &str = "localuser";
 const LOCAL_PASSWORD: &str = "localuser-Secret-1";
 /// Re-validation window of federated sessions in these tests.
 const REVALIDATE: Duration = Duration::from_secs(3);
+/// berth's timeout for calls to Keycloak in these tests: generous, a first
+/// password check on a busy 2-core machine can take seconds.
+const IDP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long berth remembers a successful direct grant in these tests.
 const GRANT_CACHE: Duration = Duration::from_secs(2);
 
@@ -43,11 +47,11 @@ fn policies() -> PathBuf {
 /// berth with the Keycloak provider, a local user `localuser` and (from
 /// bootstrap) the local `admin`. Its config dir lives as long as the test binary.
 fn start_berth(kc: &Keycloak) -> Berth {
-    start_berth_for(&kc.issuer())
+    start_berth_for(&kc.issuer(), IDP_TIMEOUT)
 }
 
-/// [`start_berth`] with the provider at `issuer`.
-fn start_berth_for(issuer: &str) -> Berth {
+/// [`start_berth`] with the provider at `issuer`, called with `timeout`.
+fn start_berth_for(issuer: &str, timeout: Duration) -> Berth {
     let dir = tempfile::Builder::new()
         .prefix("berth-e2e-kc-config.")
         .tempdir()
@@ -67,13 +71,14 @@ client_id = "{client}"
 client_secret_file = "{secret}"
 revalidate = "{revalidate}s"
 grant_cache_ttl = "{cache}s"
-timeout = "3s"
+timeout = "{timeout}s"
 jwks_min_refetch = "1s"
 "#,
             client = fixture::CLIENT_ID,
             secret = secret.display(),
             revalidate = REVALIDATE.as_secs(),
             cache = GRANT_CACHE.as_secs(),
+            timeout = timeout.as_secs(),
         ),
     )
     .expect("config");
@@ -515,6 +520,28 @@ fn keycloak_browser_sign_in_mints_token_that_works_for_docker_login() {
     s.expect_ok(&out, "docker rmi");
     let out = d.docker(&cfg, &["pull", &own], None, DOCKER_TIMEOUT);
     s.expect_denied(&out, "docker pull with the revoked token");
+
+    // A token whose owner is then disabled in Keycloak dies within the window.
+    let create = b.must_find("#create-token", "berth's token page");
+    b.click(&create);
+    let minted = b.must_find("#new-token", "the second token");
+    let second = b.text(&minted).trim().to_owned();
+    let scope = ["repository:team-a/frank:pull"];
+    expect_status(
+        &s,
+        s.berth.get_token(Some(("frank", &second)), &scope),
+        200,
+        "frank's second token",
+    );
+    kc.set_enabled("frank", false);
+    thread::sleep(REVALIDATE + Duration::from_secs(1));
+    expect_status(
+        &s,
+        s.berth.get_token(Some(("frank", &second)), &scope),
+        401,
+        "frank's token after Keycloak disabled frank",
+    );
+    kc.set_enabled("frank", true);
 }
 
 #[test]

@@ -201,7 +201,8 @@ fn unsigned_jwt(issuer: &str) -> String {
 fn broken_identity_provider_gives_503_never_a_login() {
     for fault in [Fault::Garbage, Fault::Slow] {
         let idp = FaultyIdp::start(fault);
-        let berth = start_berth_for(&idp.issuer);
+        // Shorter than the test client's own 10 s timeout.
+        let berth = start_berth_for(&idp.issuer, Duration::from_secs(3));
         let scope = ["repository:team-a/app:pull"];
         for (what, password) in [
             ("password", "alice-pw-1".to_owned()),
@@ -220,7 +221,6 @@ fn broken_identity_provider_gives_503_never_a_login() {
                 body.to_string().contains("identity provider"),
                 "{fault:?}, {what}: the error should name the identity provider: {body}"
             );
-            // timeout = 3s in these tests.
             assert!(
                 took < Duration::from_secs(8),
                 "{fault:?}, {what}: answered after {took:?}"

@@ -224,6 +224,19 @@ impl Keycloak {
             }
             if let Some((200, _)) = crate::components::http_get(&discovery, None) {
                 eprintln!("keycloak answered after {:?}", started.elapsed());
+                // The first password check of a fresh JVM is slow; take it here,
+                // not inside a test's timeout.
+                let (status, body) = self.token(&[
+                    ("grant_type", "password"),
+                    ("client_id", CLIENT_ID),
+                    ("client_secret", CLIENT_SECRET),
+                    ("username", "alice"),
+                    ("password", "alice-kc-Secret-1"),
+                ]);
+                if status != 200 {
+                    return Err(format!("warm-up password grant: {status} {body}"));
+                }
+                eprintln!("keycloak warmed up after {:?}", started.elapsed());
                 return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
@@ -275,7 +288,7 @@ impl Keycloak {
     fn post_form(&self, url: &str, form: &[(&str, &str)], bearer: Option<&str>) -> (u16, Value) {
         rt().block_on(async {
             let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client");
             let mut req = client.post(url).form(form);
@@ -334,40 +347,88 @@ impl Keycloak {
             .to_owned()
     }
 
-    /// Enables or disables a realm user through the admin REST API.
-    pub fn set_enabled(&self, username: &str, enabled: bool) {
+    /// One admin REST call (`method` on `path` under `/admin/realms/berth`);
+    /// returns status and JSON body.
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let token = self.admin_token();
-        let base = format!("{}/admin/realms/{REALM}/users", self.url());
+        let url = format!("{}/admin/realms/{REALM}{path}", self.url());
         rt().block_on(async {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client");
-            let users: Value = client
-                .get(&base)
-                .query(&[("username", username), ("exact", "true")])
-                .bearer_auth(&token)
+            let mut req = match method {
+                "PUT" => client.put(&url),
+                "POST" => client.post(&url),
+                "DELETE" => client.delete(&url),
+                _ => client.get(&url),
+            }
+            .bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req
                 .send()
                 .await
-                .expect("GET users")
-                .json()
-                .await
-                .expect("users json");
-            let id = users[0]["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no Keycloak user {username}: {users}"));
-            let resp = client
-                .put(format!("{base}/{id}"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "enabled": enabled }))
-                .send()
-                .await
-                .expect("PUT user");
-            assert!(
-                resp.status().is_success(),
-                "setting {username} enabled={enabled}: {}",
-                resp.status()
-            );
-        });
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+    }
+
+    fn user_id(&self, username: &str) -> String {
+        let (_, users) = self.admin(
+            "GET",
+            &format!("/users?username={username}&exact=true"),
+            None,
+        );
+        users[0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no Keycloak user {username}: {users}"))
+            .to_owned()
+    }
+
+    /// Enables or disables a realm user through the admin REST API.
+    pub fn set_enabled(&self, username: &str, enabled: bool) {
+        let id = self.user_id(username);
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/users/{id}"),
+            Some(serde_json::json!({ "enabled": enabled })),
+        );
+        assert!(
+            (200..300).contains(&status),
+            "setting {username} enabled={enabled}: {status} {body}"
+        );
+    }
+
+    /// Removes a user from a top-level group.
+    pub fn leave_group(&self, username: &str, group: &str) {
+        let id = self.user_id(username);
+        let (_, groups) = self.admin("GET", &format!("/users/{id}/groups"), None);
+        let gid = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["name"] == group)
+            .and_then(|g| g["id"].as_str())
+            .unwrap_or_else(|| panic!("{username} is not in {group}: {groups}"))
+            .to_owned();
+        let (status, body) = self.admin("DELETE", &format!("/users/{id}/groups/{gid}"), None);
+        assert!(
+            (200..300).contains(&status),
+            "leaving {group}: {status} {body}"
+        );
+    }
+
+    /// Ends all of a user's sessions (what "Sign out" in the admin console does).
+    pub fn logout(&self, username: &str) {
+        let id = self.user_id(username);
+        let (status, body) = self.admin("POST", &format!("/users/{id}/logout"), None);
+        assert!(
+            (200..300).contains(&status),
+            "logout {username}: {status} {body}"
+        );
     }
 }
