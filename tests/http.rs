@@ -9,6 +9,9 @@ mod support;
 #[path = "http/ops.rs"]
 mod ops;
 
+#[path = "http/machine.rs"]
+mod machine;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -37,6 +37,11 @@ pub struct Opts {
     pub token_ttl: &'static str,
     /// `refresh_idle` (and `refresh_absolute`, twice as long).
     pub refresh_idle: &'static str,
+    /// `database` (an SQLite path or a PostgreSQL URL); `None` is an SQLite file
+    /// in the server's temp dir. A database that has users already gets no admin.
+    pub database: Option<String>,
+    /// More top-level settings, as TOML lines (e.g. `login_failure_limit = 1000`).
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -51,6 +56,8 @@ impl Default for Opts {
             cache_ttl: "5m",
             token_ttl: "5m",
             refresh_idle: "1d",
+            database: None,
+            extra: String::new(),
         }
     }
 }
@@ -171,18 +178,24 @@ impl TestServer {
             }
             None => Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         };
+        let own_db = opts.database.is_none();
+        let db = match &opts.database {
+            Some(db) => format!("'{db}'"),
+            None => toml_path(&dir.path().join("berth.db")),
+        };
         let mut text = format!(
             "listen = '127.0.0.1:0'\npublic_url = 'http://127.0.0.1:1'\ndatabase = {db}\nkeys_dir = {keys}\n\
              policies_dir = {pol}\nissuer = '{ISSUER}'\ntoken_ttl = '{ttl}'\nrefresh_idle = '{idle}'\n\
              refresh_absolute = '{idle}'\ncredential_cache_ttl = '{cache}'\ncredential_cache_size = 100\n\
              max_scopes = 32\nhash_concurrency = 4\n",
-            db = toml_path(&dir.path().join("berth.db")),
             keys = toml_path(&dir.path().join("keys")),
             pol = toml_path(&policies),
             ttl = opts.token_ttl,
             cache = opts.cache_ttl,
             idle = opts.refresh_idle,
         );
+        text.push_str(&opts.extra);
+        text.push('\n');
         for (name, mode) in &opts.services {
             text.push_str(&format!(
                 "[[service]]\nname = '{name}'\nkey_id = '{mode}'\n"
@@ -193,7 +206,7 @@ impl TestServer {
         let (state, boot) = berth::app::build(cfg, Some(SecretString::from(ADMIN_PW)))
             .await
             .expect("build");
-        assert!(boot.admin_created);
+        assert!(boot.admin_created || !own_db);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
