@@ -156,6 +156,12 @@ impl Berth {
         .chain(extra.iter().cloned())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // Replicas share one keys directory: the last BERTH_KEYS_DIR wins.
+        let keys_dir = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "BERTH_KEYS_DIR")
+            .map_or(keys_dir, |(_, v)| PathBuf::from(v));
         let mut cmd = Command::new(BERTH);
         cmd.arg("serve").envs(env.iter().map(|(k, v)| (k, v)));
         let daemon = Daemon::spawn("berth", cmd, dir.path(), Duration::from_secs(10));
@@ -215,6 +221,16 @@ impl Berth {
     pub fn healthz(&self) -> Option<(u16, Value)> {
         let (status, body) = http_get(&format!("{}/healthz", self.url), None)?;
         serde_json::from_str(&body).ok().map(|v| (status, v))
+    }
+
+    /// Everything `berth serve` logged (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.daemon.stderr_path).unwrap_or_default()
+    }
+
+    /// Whether `berth serve` is still running.
+    pub fn running(&mut self) -> bool {
+        self.daemon.exited().is_none()
     }
 
     /// What `berth serve` printed on stdout so far.
@@ -291,12 +307,23 @@ pub struct Registry {
 impl Registry {
     /// Starts `docker-registry` with token auth delegated to `berth`.
     pub fn start(berth: &Berth) -> Registry {
+        Registry::start_in(berth, None)
+    }
+
+    /// Like [`Registry::start`], storing blobs and manifests under `storage`
+    /// (several registries may share one storage root).
+    pub fn start_with_storage(berth: &Berth, storage: &Path) -> Registry {
+        Registry::start_in(berth, Some(storage))
+    }
+
+    fn start_in(berth: &Berth, storage: Option<&Path>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-registry.")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
+        let storage_dir = storage.map_or_else(|| dir.path().join("storage"), Path::to_path_buf);
         let config = format!(
             r#"version: 0.1
 log:
@@ -322,7 +349,7 @@ auth:
     issuer: {issuer}
     rootcertbundle: {bundle}
 "#,
-            storage = dir.path().join("storage").display(),
+            storage = storage_dir.display(),
             realm = berth.realm(),
             service = SERVICE,
             issuer = ISSUER,
@@ -494,7 +521,7 @@ pub struct Stack {
 
 /// Words that show a client failed because it was refused, not because
 /// something was unreachable or broken.
-const DENIAL_MARKERS: &[&str] = &[
+pub const DENIAL_MARKERS: &[&str] = &[
     "unauthorized",
     "denied",
     "authentication required",

@@ -20,6 +20,7 @@ mod keycloak;
 mod policy_reload;
 mod proc;
 mod registries;
+mod replicas;
 mod tls;
 
 use std::path::Path;
