@@ -15,6 +15,7 @@ mod compat;
 mod compat_clients;
 mod components;
 mod doctor;
+mod faults;
 mod image;
 mod keycloak;
 mod policy_reload;
