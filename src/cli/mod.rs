@@ -5,6 +5,7 @@ mod audit;
 mod db;
 mod doctor;
 mod key;
+mod oidc;
 mod policy;
 mod registry_config;
 mod robot;
@@ -45,6 +46,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Check OpenID Connect providers (`[[oidc]]`): discovery, keys, a user.
+    #[command(subcommand)]
+    Oidc(oidc::OidcCommand),
     /// Check, test and lint policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -92,6 +96,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(config, args).await,
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
+        Command::Oidc(cmd) => oidc::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Robot(cmd) => robot::run(config, cmd).await,
         Command::Token(cmd) => access_token::run(config, cmd).await,

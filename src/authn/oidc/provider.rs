@@ -331,6 +331,12 @@ impl Provider {
         }
     }
 
+    /// Fetches (or takes from the cache) the signing keys; returns how many are
+    /// usable. For checks from the command line.
+    pub async fn signing_keys(&self) -> Result<usize, OidcError> {
+        Ok(self.keys_for(None).await?.len())
+    }
+
     /// Verifies a JWT from this provider.
     pub async fn verify(
         &self,

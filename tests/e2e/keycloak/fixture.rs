@@ -256,6 +256,7 @@ impl Keycloak {
             let pgid = child.id();
             let _ = Command::new("kill")
                 .args(["-TERM", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
                 .status();
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(20) {
@@ -266,6 +267,7 @@ impl Keycloak {
             }
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
                 .status();
             let _ = child.wait();
         }

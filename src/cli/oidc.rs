@@ -1,0 +1,127 @@
+//! `berth oidc …`: check `[[oidc]]` providers from the command line, before
+//! users find out that a mapper or a client setting is missing.
+
+use std::io::BufRead;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use crate::authn::oidc::Provider;
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum OidcCommand {
+    /// Fetch each provider's discovery document and signing keys; with
+    /// `--user`, check that user's password with the direct grant and show the
+    /// name and groups policy would see.
+    Check {
+        /// Only this provider (by `name`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Check this user's password.
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the password from the first line of stdin instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn password(from_stdin: bool, user: &str) -> anyhow::Result<SecretString> {
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        rpassword::prompt_password(format!("Password for {user}: "))?
+    };
+    Ok(SecretString::from(pw))
+}
+
+pub async fn run(config: Config, cmd: OidcCommand) -> anyhow::Result<()> {
+    let OidcCommand::Check {
+        provider,
+        user,
+        password_stdin,
+    } = cmd;
+    let chosen: Vec<_> = config
+        .oidc
+        .providers
+        .iter()
+        .filter(|p| provider.as_deref().is_none_or(|n| n == p.name))
+        .collect();
+    if chosen.is_empty() {
+        bail!(match provider {
+            Some(n) => format!("no [[oidc]] provider named {n:?}"),
+            None => "no [[oidc]] provider is configured".to_owned(),
+        });
+    }
+    let pw = match &user {
+        Some(u) => Some(password(password_stdin, u)?),
+        None => None,
+    };
+    let mut failed = 0;
+    for cfg in chosen {
+        println!("{} ({})", cfg.name, cfg.issuer);
+        let p = match Provider::new(cfg.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("  FAILED: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        if let Err(e) = check(&p, user.as_deref(), pw.as_ref()).await {
+            println!("  FAILED: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} provider(s) failed the check");
+    }
+    Ok(())
+}
+
+async fn check(p: &Provider, user: Option<&str>, pw: Option<&SecretString>) -> anyhow::Result<()> {
+    let meta = p.metadata().await?;
+    println!("  discovery: ok");
+    println!("    authorization endpoint {}", meta.authorization_endpoint);
+    println!("    token endpoint         {}", meta.token_endpoint);
+    let keys = p.signing_keys().await?;
+    println!("  signing keys: {keys} usable");
+    let (Some(user), Some(pw)) = (user, pw) else {
+        return Ok(());
+    };
+    if !p.cfg.password_grant {
+        bail!("password_grant = false for this provider");
+    }
+    let tokens = p
+        .grant(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", pw.expose_secret()),
+            ("scope", "openid"),
+        ])
+        .await?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let u = p.user_from_access_token(&tokens.access_token, now).await?;
+    println!("  password of {user}: accepted");
+    println!(
+        "    account  {} (kind federated, subject {})",
+        u.username, u.subject
+    );
+    if u.groups.is_empty() {
+        println!("    groups   none (is the group membership mapper on the access token?)");
+    } else {
+        println!("    groups   {}", u.groups.join(", "));
+    }
+    if tokens.refresh_token.is_none() {
+        println!("    note: no refresh token: docker would keep the password on disk");
+    }
+    Ok(())
+}
