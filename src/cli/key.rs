@@ -136,6 +136,15 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                     rfc3339(k.signs_from()),
                     rfc3339(k.not_after),
                 );
+                if let crate::token::keys::PublicKey::Ec { x, y, .. } = &k.public {
+                    if x.first() == Some(&0) || y.first() == Some(&0) {
+                        println!(
+                            "  note:       a coordinate starts with a zero byte; distribution 3 derives \
+                             another thumbprint from rootcertbundle for such keys, so give it jwks.json \
+                             or use x5c (keys berth generates avoid this)"
+                        );
+                    }
+                }
             }
             if set.keys.is_empty() {
                 println!(
