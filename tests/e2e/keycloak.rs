@@ -571,6 +571,9 @@ fn keycloak_stopped_local_users_unaffected_federated_503_then_recovers() {
     eprintln!("berth up in {:?}", berth_started.elapsed());
 
     kc.stop();
+    // Should an assertion fail while Keycloak is down, bring it back for the
+    // other tests.
+    let mut down = RestartOnDrop(Some(kc));
     thread::sleep(GRANT_CACHE + Duration::from_secs(1));
     let (status, body) = local();
     assert_eq!(status, 200, "local user while Keycloak is down: {body}");
@@ -589,6 +592,7 @@ fn keycloak_stopped_local_users_unaffected_federated_503_then_recovers() {
     eprintln!("ok: Keycloak down: local 200, federated 503 ({text})");
 
     let restart = Instant::now();
+    down.0 = None;
     kc.start()
         .unwrap_or_else(|e| panic!("Keycloak restart: {e}"));
     eprintln!("keycloak restarted in {:?}", restart.elapsed());
@@ -608,4 +612,17 @@ fn keycloak_stopped_local_users_unaffected_federated_503_then_recovers() {
         s.log_tail(30)
     );
     assert_eq!(local().0, 200, "local user after Keycloak came back");
+}
+
+/// Starts Keycloak again when dropped while still holding it.
+struct RestartOnDrop<'a>(Option<&'a Keycloak>);
+
+impl Drop for RestartOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(kc) = self.0.take() {
+            if let Err(e) = kc.start() {
+                eprintln!("could not restart Keycloak: {e}");
+            }
+        }
+    }
 }
