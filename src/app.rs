@@ -83,6 +83,18 @@ pub fn ensure_keys(
     now: OffsetDateTime,
 ) -> Result<(KeySet, Option<String>), KeyError> {
     let dir = &config.keys_dir;
+    let orphans = keys::orphan_certificates(dir);
+    if !keys::has_signing_key(dir) && !orphans.is_empty() {
+        // Generating a fresh key here would leave registries trusting only the
+        // lost one: stop and say so instead.
+        return Err(KeyError::Invalid {
+            path: dir.clone(),
+            problem: format!(
+                "certificate(s) {} have no private key file; restore the .key files from backup (or remove the certificates to start with a new key)",
+                orphans.join(", ")
+            ),
+        });
+    }
     let generated = if keys::has_signing_key(dir) {
         None
     } else {
@@ -217,14 +229,14 @@ pub async fn serve_with(
 
     let mut background = vec![
         tokio::spawn(purge_loop(state.clone())),
-        tokio::spawn(crate::policy::reload::watch(
+        tokio::spawn(crate::watch::watch(
             state.policies.clone(),
             std::time::Duration::from_secs(1),
         )),
     ];
     let tls = match &state.tls {
         Some(store) => {
-            background.push(tokio::spawn(crate::net::tls::watch(
+            background.push(tokio::spawn(crate::watch::watch(
                 store.clone(),
                 std::time::Duration::from_secs(10),
             )));

@@ -16,3 +16,4 @@ pub mod scope;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod watch;

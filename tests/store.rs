@@ -127,7 +127,7 @@ async fn users_and_refresh_tokens(store: &Store) {
         store.find_refresh(b"hash-2").await.unwrap().is_none(),
         "disable revokes"
     );
-    assert_eq!(store.user_state(rec.id).await.unwrap().unwrap().1, true);
+    assert!(store.user_state(rec.id).await.unwrap().unwrap().1);
     store.set_disabled(&alice, false, 104).await.unwrap();
 
     store
@@ -239,7 +239,7 @@ async fn robots(store: &Store) {
     assert_eq!(r2.secret_hash, b"new-hash");
     assert!(r2.epoch > r.epoch);
     store.set_robot_disabled("ci", true, 102).await.unwrap();
-    assert_eq!(store.robot_state(r.id).await.unwrap().unwrap().1, true);
+    assert!(store.robot_state(r.id).await.unwrap().unwrap().1);
     store.touch_robot(r.id, 200).await.unwrap();
     assert_eq!(
         store.find_robot("ci").await.unwrap().unwrap().last_used_at,

@@ -146,6 +146,16 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                     }
                 }
             }
+            let orphans = crate::token::keys::orphan_certificates(&config.keys_dir);
+            if !orphans.is_empty() {
+                anyhow::bail!(
+                    "certificate(s) {} in {} have no private key file (deleted?); a running berth keeps \
+                     signing with the key it loaded, but restore the .key files from backup before \
+                     restarting it",
+                    orphans.join(", "),
+                    config.keys_dir.display()
+                );
+            }
             if set.keys.is_empty() {
                 println!(
                     "no keys in {} (berth serve creates one)",

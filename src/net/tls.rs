@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use time::OffsetDateTime;
 use tokio_rustls::rustls::crypto::CryptoProvider;
@@ -222,32 +222,16 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Reloads the certificate on SIGHUP and when the files change (checked every
-/// `every`), until the task is dropped.
-pub async fn watch(store: Arc<CertStore>, every: Duration) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        let hup_recv = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tick.tick() => {
-                let s = store.clone();
-                let _ = tokio::task::spawn_blocking(move || s.reload_if_changed()).await;
-            }
-            _ = hup_recv => {
-                tracing::info!("SIGHUP: reloading TLS certificate");
-                let s = store.clone();
-                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
-            }
-        }
+impl crate::watch::Reload for CertStore {
+    fn what(&self) -> &'static str {
+        "TLS certificate"
+    }
+    fn reload_now(&self) {
+        // The error is logged, and the previous certificate stays in use.
+        let _ = self.reload();
+    }
+    fn reload_if_changed(&self) {
+        CertStore::reload_if_changed(self);
     }
 }
 

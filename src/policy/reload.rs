@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -35,7 +35,7 @@ fn fingerprint(dir: &Path) -> Fingerprint {
                 .filter_map(Result::ok)
                 .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("toml"))
                 .map(|e| {
-                    let meta = e.metadata().ok();
+                    let meta = std::fs::metadata(e.path()).ok();
                     (
                         e.path(),
                         meta.as_ref().map_or(0, |m| m.len()),
@@ -150,31 +150,16 @@ impl PolicyHandle {
     }
 }
 
-/// Watches the directory (and SIGHUP) and reloads on change, until dropped.
-pub async fn watch(handle: Arc<PolicyHandle>, every: Duration) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        let hup_recv = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tick.tick() => {
-                let h = handle.clone();
-                let _ = tokio::task::spawn_blocking(move || h.reload_if_changed()).await;
-            }
-            _ = hup_recv => {
-                tracing::info!("SIGHUP: reloading policy");
-                let h = handle.clone();
-                let _ = tokio::task::spawn_blocking(move || h.reload()).await;
-            }
-        }
+impl crate::watch::Reload for PolicyHandle {
+    fn what(&self) -> &'static str {
+        "policy"
+    }
+    fn reload_now(&self) {
+        // The error is logged and kept in the status.
+        let _ = self.reload();
+    }
+    fn reload_if_changed(&self) {
+        PolicyHandle::reload_if_changed(self);
     }
 }
 

@@ -112,7 +112,7 @@ impl Store {
                     rules, outcome, error, latency_us
              FROM audit_log
              WHERE ($1 = '' OR account = $1)
-               AND ($2 = '' OR requested LIKE $3)
+               AND ($2 = '' OR requested LIKE $3 ESCAPE '\\')
                AND at >= $4
                AND ($5 = 0 OR denied <> '' OR outcome <> 'issued')
              ORDER BY at DESC, id DESC
@@ -122,7 +122,13 @@ impl Store {
         .bind(q.repository.clone().unwrap_or_default())
         .bind(format!(
             "%:{}:%",
-            q.repository.clone().unwrap_or_default().replace(['%', '_'], "")
+            // Escaped, not dropped: `_` is a LIKE wildcard and part of many names.
+            q.repository
+                .clone()
+                .unwrap_or_default()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         ))
         .bind(q.since.unwrap_or(0))
         .bind(i64::from(q.denied_only))

@@ -445,6 +445,28 @@ pub fn has_signing_key(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Names of signing certificates in `dir` whose private key file is missing
+/// (deleted, or not written yet).
+pub fn orphan_certificates(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let p = e.path();
+                    let stem = p.file_stem()?.to_str()?.to_owned();
+                    let orphan = p.extension().and_then(|x| x.to_str()) == Some("crt")
+                        && stem != CA_NAME
+                        && !dir.join(format!("{stem}.key")).exists();
+                    orphan.then_some(stem)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 impl KeySet {
     /// Loads every `*.key`/`*.crt` pair in `dir` (a `.crt` without its `.key` is
     /// ignored: key files are written last).
