@@ -47,11 +47,12 @@ fn policies() -> PathBuf {
 /// berth with the Keycloak provider, a local user `localuser` and (from
 /// bootstrap) the local `admin`. Its config dir lives as long as the test binary.
 fn start_berth(kc: &Keycloak) -> Berth {
-    start_berth_for(&kc.issuer(), IDP_TIMEOUT)
+    start_berth_for(&kc.issuer(), IDP_TIMEOUT, "")
 }
 
-/// [`start_berth`] with the provider at `issuer`, called with `timeout`.
-fn start_berth_for(issuer: &str, timeout: Duration) -> Berth {
+/// [`start_berth`] with the provider at `issuer`, called with `timeout`, and
+/// `top` (top-level settings) at the head of the config file.
+fn start_berth_for(issuer: &str, timeout: Duration, top: &str) -> Berth {
     let dir = tempfile::Builder::new()
         .prefix("berth-e2e-kc-config.")
         .tempdir()
@@ -63,7 +64,8 @@ fn start_berth_for(issuer: &str, timeout: Duration) -> Berth {
     std::fs::write(
         &config,
         format!(
-            r#"[[oidc]]
+            r#"{top}
+[[oidc]]
 name = "keycloak"
 display_name = "Keycloak"
 issuer = "{issuer}"

@@ -202,7 +202,7 @@ fn broken_identity_provider_gives_503_never_a_login() {
     for fault in [Fault::Garbage, Fault::Slow] {
         let idp = FaultyIdp::start(fault);
         // Shorter than the test client's own 10 s timeout.
-        let berth = start_berth_for(&idp.issuer, Duration::from_secs(3));
+        let berth = start_berth_for(&idp.issuer, Duration::from_secs(3), "");
         let scope = ["repository:team-a/app:pull"];
         for (what, password) in [
             ("password", "alice-pw-1".to_owned()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::fixture::{self, keycloak};
-use super::{kc_password, start_berth, REVALIDATE};
+use super::{kc_password, start_berth, start_berth_for, IDP_TIMEOUT, REVALIDATE};
 use crate::components::{jwt_claims, rt, Berth, SERVICE};
 
 /// `docker login`: GET with Basic auth and `offline_token=true`.
@@ -107,4 +107,44 @@ fn keycloak_group_removal_and_logout_take_effect_within_the_window() {
         berth.log_tail(20)
     );
     eprintln!("ok: logout in Keycloak ended the berth session");
+}
+
+#[test]
+fn keycloak_name_conflict_is_configurable() {
+    let Some(kc) = keycloak("keycloak-name-conflict") else {
+        return;
+    };
+    let _kc = fixture::shared();
+    let scope = ["repository:bob/app:pull"];
+    let local_pw = "local-bob-Secret-1";
+    // The kind is not in the token; the own-namespace rule (local users only)
+    // tells the two accounts apart.
+    let granted = |body: &Value| actions(body).to_string();
+
+    // Default: refused, and the local password still works.
+    let berth = start_berth(kc);
+    berth.add_user("bob", local_pw, &[]);
+    let (status, body) = berth.get_token(Some(("bob", &kc_password("bob"))), &scope);
+    assert_eq!(status, 401, "Keycloak bob clashes with local bob: {body}");
+    let (status, body) = berth.get_token(Some(("bob", local_pw)), &scope);
+    assert_eq!(status, 200, "local bob: {body}");
+    assert_eq!(granted(&body), "[\"pull\"]", "local bob owns bob/**");
+
+    // "allow": each password finds its own account.
+    let berth = start_berth_for(&kc.issuer(), IDP_TIMEOUT, "name_conflict = \"allow\"");
+    berth.add_user("bob", local_pw, &[]);
+    let (status, body) = berth.get_token(Some(("bob", &kc_password("bob"))), &scope);
+    assert_eq!(
+        status, 200,
+        "Keycloak bob with name_conflict = allow: {body}"
+    );
+    assert_eq!(
+        granted(&body),
+        "[]",
+        "Keycloak bob is federated: no personal namespace"
+    );
+    let (status, body) = berth.get_token(Some(("bob", local_pw)), &scope);
+    assert_eq!(status, 200, "local bob with name_conflict = allow: {body}");
+    assert_eq!(granted(&body), "[\"pull\"]");
+    eprintln!("ok: name_conflict refuse and allow");
 }
