@@ -310,6 +310,15 @@ pub async fn callback(
         );
     }
     match oidc.finish_login(st, binding, code, now()).await {
+        Ok((id, session)) if local_clash(&state, &oidc, &session.user.username).await => {
+            oidc.end_browser_session(&id);
+            tracing::warn!(user = %session.user.username, "sign-in refused: a local account has this name (name_conflict = \"refuse\")");
+            problem(
+                StatusCode::FORBIDDEN,
+                "Sign-in refused",
+                "A local berth account has the same name; ask the administrator.",
+            )
+        }
         Ok((id, _)) => redirect(
             "/login",
             &[
@@ -331,6 +340,19 @@ struct Post {
     id: String,
     session: Arc<BrowserSession>,
     form: Vec<(String, String)>,
+}
+
+/// Whether `username` is a local account that a federated user may not shadow
+/// (`name_conflict = "refuse"`): tokens minted for it would be refused anyway.
+async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
+    if oidc.name_conflict() != crate::authn::oidc::NameConflict::Refuse {
+        return false;
+    }
+    match username.parse::<crate::authn::Username>() {
+        // A database failure refuses too: better no session than a wrong one.
+        Ok(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
+        Err(_) => false,
+    }
 }
 
 /// Checks a POST: signed in, same origin, CSRF token.

@@ -183,6 +183,22 @@ fn keycloak_sign_in_callback_refuses_forged_replayed_and_foreign_callbacks() {
     );
     assert_eq!(body["error"], "invalid_grant", "{body}");
     eprintln!("ok: code without PKCE verifier refused by Keycloak: {body}");
+
+    // Keycloak's `admin` may not sign in: the name is berth's local admin.
+    let (callback, flow) = sign_in_until_callback(&berth, "admin");
+    let r = request(&callback, &[flow], None);
+    assert_eq!(
+        r.status, 403,
+        "sign-in as a local account's name: {}",
+        r.body
+    );
+    assert!(
+        !r.cookies
+            .iter()
+            .any(|(k, v)| k == "berth_session" && !v.is_empty()),
+        "no session for a name clash"
+    );
+    eprintln!("ok: sign-in with a local account's name refused");
 }
 
 fn unsigned_jwt(issuer: &str) -> String {
