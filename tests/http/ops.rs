@@ -517,7 +517,39 @@ async fn trusted_proxies_decide_the_client_address() {
         pulled(&ask(vec!["203.0.113.9", "198.51.100.7"]).await),
         "header lines form one list"
     );
+    // The audit records carry the same client addresses policy saw (written
+    // when the server stops).
+    let state = s.state.clone();
     s.shutdown().await;
+    let records = state
+        .auth
+        .store()
+        .query_audit(&berth::store::AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let clients: Vec<&str> = records.iter().map(|r| r.client.as_str()).collect();
+    assert_eq!(records.len(), 7, "{clients:?}");
+    assert_eq!(
+        clients.iter().filter(|c| **c == "198.51.100.7").count(),
+        3,
+        "{clients:?}"
+    );
+    assert_eq!(
+        clients.iter().filter(|c| **c == "203.0.113.5").count(),
+        2,
+        "{clients:?}"
+    );
+    assert_eq!(
+        clients.iter().filter(|c| **c == "127.0.0.1").count(),
+        2,
+        "no header, or garbage in it: the proxy's own address; {clients:?}"
+    );
+    for forged in ["203.0.113.1", "203.0.113.9"] {
+        assert!(!clients.contains(&forged), "{clients:?}");
+    }
 
     // Without trusted proxies, the header is ignored.
     let s = OpsServer::start("", None, false).await;
