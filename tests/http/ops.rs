@@ -936,3 +936,65 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero_in_bounded_time() {
     assert!(log.contains("shutdown timeout reached"), "{log}");
     drop(b);
 }
+
+// ---------------------------------------------------------------------------
+// The example deployments' configurations stay valid.
+
+struct ExampleEnv;
+impl berth::config::Env for ExampleEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        // Secrets the examples take from the environment.
+        (name == "BERTH_KEYCLOAK_SECRET").then(|| "example".to_owned())
+    }
+}
+
+/// The text of a `key: |` block in a YAML file (indented by `indent` spaces).
+fn yaml_block(yaml: &str, key: &str, indent: usize) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    lines.next().unwrap_or_else(|| panic!("no block {key}"));
+    let pad = " ".repeat(indent);
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with(&pad))
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn example_configurations_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    for file in ["systemd/berth.toml", "compose/berth.toml"] {
+        let c = berth::config::Config::from_toml(Path::new(file), &read(file), &ExampleEnv)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(c.metrics_listen.is_some(), "{file}");
+    }
+    let k8s = read("kubernetes/configmap.yaml");
+    let c = berth::config::Config::from_toml(
+        Path::new("configmap berth.toml"),
+        &yaml_block(&k8s, "berth.toml", 4),
+        &ExampleEnv,
+    )
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.toml"),
+        yaml_block(&k8s, "default.toml", 4),
+    )
+    .unwrap();
+    let policy = berth::policy::reload::PolicyHandle::load(dir.path()).unwrap();
+    assert_eq!(policy.status().rules, 2);
+    // The registry examples point at the same service and issuer as the
+    // berth configurations.
+    for file in [
+        "registry/distribution2.yml",
+        "registry/distribution3.yml",
+        "registry/zot.json",
+        "compose/registry.yml",
+    ] {
+        let text = read(file);
+        assert!(text.contains("registry.example.com"), "{file}");
+        assert!(text.contains("/token"), "{file}");
+    }
+}
