@@ -156,14 +156,18 @@ impl Keycloak {
         Ok(kc)
     }
 
-    /// Ends Keycloak when this test process is gone.
+    /// Ends Keycloak when this test process is gone, and removes its copy (the
+    /// static holding the temp dir is never dropped). `sh` may be dash, whose
+    /// `kill` takes no `--`: `kill -TERM -PGID`.
     fn spawn_watchdog(&self) {
         let script = format!(
             "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
-             g=$(cat '{f}' 2>/dev/null); [ -n \"$g\" ] || exit 0; \
-             kill -TERM -- -$g 2>/dev/null; sleep 15; kill -KILL -- -$g 2>/dev/null",
+             g=$(cat '{f}' 2>/dev/null); \
+             if [ -n \"$g\" ]; then kill -TERM -$g 2>/dev/null; sleep 15; kill -KILL -$g 2>/dev/null; fi; \
+             rm -rf '{dir}'",
             me = std::process::id(),
-            f = self.pgid_file.display()
+            f = self.pgid_file.display(),
+            dir = self.log_dir.display()
         );
         let _ = Command::new("sh")
             .arg("-c")
