@@ -70,7 +70,7 @@ if [ ! -x "$home/bin/kc.sh" ] || [ ! -e "$home/.berth-prebuilt" ]; then
   if [ ! -x "$home/bin/kc.sh" ]; then
     say "fetching org.keycloak:keycloak-quarkus-dist:$version:zip from Maven Central (~170 MB, kept in ~/.m2)"
     start=$SECONDS
-    mvn -q -B dependency:copy \
+    mvn -q -B -Dstyle.color=never dependency:copy \
       -Dartifact="org.keycloak:keycloak-quarkus-dist:$version:zip" \
       -DoutputDirectory="$tmp"
     unzip -q "$tmp/keycloak-quarkus-dist-$version.zip" -d "$tmp/unpacked"
