@@ -188,9 +188,12 @@ fn keycloak_sign_in_callback_refuses_forged_replayed_and_foreign_callbacks() {
     let (callback, flow) = sign_in_until_callback(&berth, "admin");
     let r = request(&callback, &[flow], None);
     assert_eq!(
-        r.status, 403,
-        "sign-in as a local account's name: {}",
-        r.body
+        r.status,
+        403,
+        "sign-in as a local account's name: {} {:?}\n{}",
+        r.body,
+        r.location,
+        berth.log_tail(30)
     );
     assert!(
         !r.cookies
