@@ -1,7 +1,7 @@
 //! The audit log table: one row per token decision.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::{Store, StoreError};
 
@@ -53,6 +53,38 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+async fn insert_audit_in(
+    conn: &mut sqlx::AnyConnection,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    for r in records {
+        sqlx::query(
+            "INSERT INTO audit_log (at, request_id, client, account, kind, via, service, requested,
+             granted, denied, rules, outcome, error, latency_us)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(r.at)
+        .bind(&r.request_id)
+        .bind(&r.client)
+        .bind(&r.account)
+        .bind(&r.kind)
+        .bind(&r.via)
+        .bind(&r.service)
+        .bind(&r.requested)
+        .bind(&r.granted)
+        .bind(&r.denied)
+        .bind(&r.rules)
+        .bind(&r.outcome)
+        .bind(&r.error)
+        .bind(r.latency_us)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 fn from_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     Ok(AuditRecord {
         at: r.try_get("at")?,
@@ -74,33 +106,21 @@ fn from_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
 
 impl Store {
     /// Inserts records in one transaction (all or none).
+    ///
+    /// When any step fails the connection is closed instead of going back to the
+    /// pool: SQLite may keep a transaction open after a failed `COMMIT` (a full
+    /// disk), and a pooled connection still holding it would turn the next
+    /// `BEGIN` into a savepoint whose rows are never committed, while blocking
+    /// every other writer. Closing the handle rolls back and frees the lock.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO audit_log (at, request_id, client, account, kind, via, service, requested,
-                 granted, denied, rules, outcome, error, latency_us)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(r.at)
-            .bind(&r.request_id)
-            .bind(&r.client)
-            .bind(&r.account)
-            .bind(&r.kind)
-            .bind(&r.via)
-            .bind(&r.service)
-            .bind(&r.requested)
-            .bind(&r.granted)
-            .bind(&r.denied)
-            .bind(&r.rules)
-            .bind(&r.outcome)
-            .bind(&r.error)
-            .bind(r.latency_us)
-            .execute(&mut *tx)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let res = insert_audit_in(&mut conn, records).await;
+        if res.is_err() {
+            if let Err(e) = conn.detach().close().await {
+                tracing::debug!(error = %e, "closing a connection after a failed audit write");
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        res
     }
 
     /// Queries the audit log, newest first.
