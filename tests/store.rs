@@ -402,6 +402,30 @@ async fn audit(store: &Store) {
     assert!(hostile.is_empty());
     assert_eq!(store.purge_audit(250).await.unwrap(), 2);
     assert_eq!(store.query_audit(&q(|_| {})).await.unwrap().len(), 2);
+
+    // A batch of 77 rows (several multi-row statements) keeps every field of
+    // every row, each in its own row.
+    let batch: Vec<AuditRecord> = (0..77)
+        .map(|i| {
+            let mut r = record(
+                1000 + i,
+                &format!("user{i}"),
+                &format!("repository:r{i}:pull"),
+                "",
+                "issued",
+            );
+            r.request_id = format!("batch-{i}");
+            r.latency_us = i;
+            r
+        })
+        .collect();
+    store.insert_audit(&batch).await.unwrap();
+    let mut stored = store
+        .query_audit(&q(|q| q.since = Some(1000)))
+        .await
+        .unwrap();
+    stored.reverse();
+    assert_eq!(stored, batch);
 }
 
 async fn login_failures(store: &Store) {

@@ -53,33 +53,76 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// Columns of one audit row, in insert order.
+const AUDIT_COLUMNS: &str = "at, request_id, client, account, kind, via, service, requested, \
+     granted, denied, rules, outcome, error, latency_us";
+const AUDIT_COLUMN_COUNT: usize = 14;
+/// Row counts of the multi-row `INSERT`s: a batch is split into statements of
+/// these sizes (largest first), so a few statements serve every batch size and
+/// each round trip to the database carries many rows.
+const AUDIT_CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+/// `INSERT INTO audit_log (…) VALUES ($1, …), (…)` for `rows` rows.
+fn audit_insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        AUDIT_CHUNKS
+            .iter()
+            .map(|&n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let cols: Vec<String> = (1..=AUDIT_COLUMN_COUNT)
+                            .map(|c| format!("${}", r * AUDIT_COLUMN_COUNT + c))
+                            .collect();
+                        format!("({})", cols.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}",
+                    values.join(", ")
+                );
+                (n, sql)
+            })
+            .collect()
+    });
+    all.iter()
+        .find(|(n, _)| *n == rows)
+        .map_or("", |(_, sql)| sql.as_str())
+}
+
 async fn insert_audit_in(
     conn: &mut sqlx::AnyConnection,
     records: &[AuditRecord],
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
-    for r in records {
-        sqlx::query(
-            "INSERT INTO audit_log (at, request_id, client, account, kind, via, service, requested,
-             granted, denied, rules, outcome, error, latency_us)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(r.at)
-        .bind(&r.request_id)
-        .bind(&r.client)
-        .bind(&r.account)
-        .bind(&r.kind)
-        .bind(&r.via)
-        .bind(&r.service)
-        .bind(&r.requested)
-        .bind(&r.granted)
-        .bind(&r.denied)
-        .bind(&r.rules)
-        .bind(&r.outcome)
-        .bind(&r.error)
-        .bind(r.latency_us)
-        .execute(&mut *tx)
-        .await?;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let n = AUDIT_CHUNKS
+            .iter()
+            .copied()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut q = sqlx::query(audit_insert_sql(n));
+        for r in chunk {
+            q = q
+                .bind(r.at)
+                .bind(&r.request_id)
+                .bind(&r.client)
+                .bind(&r.account)
+                .bind(&r.kind)
+                .bind(&r.via)
+                .bind(&r.service)
+                .bind(&r.requested)
+                .bind(&r.granted)
+                .bind(&r.denied)
+                .bind(&r.rules)
+                .bind(&r.outcome)
+                .bind(&r.error)
+                .bind(r.latency_us);
+        }
+        q.execute(&mut *tx).await?;
+        rest = tail;
     }
     tx.commit().await?;
     Ok(())
