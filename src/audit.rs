@@ -21,6 +21,8 @@ use crate::store::{AuditRecord, Store};
 pub const MAX_BUFFERED: usize = 100_000;
 /// Most records written in one transaction.
 const BATCH: usize = 512;
+/// How long the first record of a burst waits for others to share its write.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// What happened to one token request.
 #[derive(Debug)]
@@ -184,6 +186,19 @@ async fn writer(
                     None => closed = true,
                 },
                 _ = &mut stop => closed = true,
+            }
+            // Let a burst gather for a moment: one transaction per burst, not one
+            // per request, keeps the database's work off busy token traffic.
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while !closed && buffer.len() < BATCH {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(r) => buffer.push(r),
+                        None => closed = true,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = &mut stop => closed = true,
+                }
             }
         }
         if closed {

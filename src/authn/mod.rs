@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 pub use crate::policy::{Identity, Kind};
-use crate::store::{Store, StoreError, UserRecord};
+use crate::store::{Generation, Store, StoreError, UserRecord};
 
 /// A valid local account name: 1-64 of `[a-z0-9._-]`, starting and ending with a
 /// letter or digit (so `${account}/**` is always a valid repository prefix).
@@ -157,6 +157,9 @@ struct CachedCredential {
     user_id: i64,
     epoch: i64,
     identity: Identity,
+    /// The authentication generation at the last check against the database;
+    /// `None` until the first hit has checked it.
+    generation: Option<i64>,
 }
 
 /// Authentication settings.
@@ -184,6 +187,8 @@ pub struct AuthSettings {
 pub struct Authenticator {
     store: Store,
     cache: Option<moka::sync::Cache<[u8; 32], CachedCredential>>,
+    refresh_cache: Option<moka::sync::Cache<[u8; 32], refresh::CachedRefresh>>,
+    generation: Generation,
     cache_key: hmac::Key,
     dummy_hash: Arc<str>,
     hash_permits: Arc<Semaphore>,
@@ -249,9 +254,17 @@ impl Authenticator {
                 .time_to_live(settings.cache_ttl)
                 .build()
         });
+        let refresh_cache = (!settings.cache_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.cache_size)
+                .time_to_live(settings.cache_ttl)
+                .build()
+        });
         Ok(Authenticator {
+            generation: Generation::new(store.clone()),
             store,
             cache,
+            refresh_cache,
             cache_key,
             dummy_hash: dummy.into(),
             hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
@@ -442,11 +455,27 @@ impl Authenticator {
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(&key) {
                 // A hit is only good while the user is unchanged: any password, group
-                // or status change bumps the epoch, from this process or another.
+                // or status change bumps the epoch, from this process or another,
+                // and with it the authentication generation. While the generation
+                // stands still nothing needs rereading; when it moved, the user's
+                // own row decides.
+                let generation = self.generation.current().await?;
+                if hit.generation == Some(generation) {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
+                }
                 match self.store.user_state(hit.user_id).await? {
                     Some((epoch, false)) if epoch == hit.epoch => {
                         self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
+                        let auth = Authenticated::local(Some(hit.user_id), hit.identity.clone());
+                        cache.insert(
+                            key,
+                            CachedCredential {
+                                generation: Some(generation),
+                                ..hit
+                            },
+                        );
+                        return Ok(auth);
                     }
                     _ => cache.invalidate(&key),
                 }
@@ -481,6 +510,7 @@ impl Authenticator {
                     user_id: user.id,
                     epoch: user.epoch,
                     identity: identity.clone(),
+                    generation: None,
                 },
             );
         }

@@ -6,7 +6,7 @@ use ring::digest::{digest, SHA256};
 use ring::rand::SecureRandom;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{identity_of, AuthError, Authenticated, Authenticator};
+use super::{identity_of, AuthError, Authenticated, Authenticator, Identity};
 
 /// Longest refresh token string accepted (ours are 43 characters).
 pub const MAX_REFRESH_TOKEN_LEN: usize = 256;
@@ -15,8 +15,23 @@ pub const MAX_REFRESH_TOKEN_LEN: usize = 256;
 /// token requests does not turn into a burst of database writes.
 const TOUCH_GRANULARITY: i64 = 60;
 
-fn token_hash(token: &str) -> Vec<u8> {
-    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
+fn token_hash(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+/// A refresh token that passed a check against the database, kept in memory
+/// under the token's SHA-256 (never the token). Good while the authentication
+/// generation stands still and no use needs writing back.
+#[derive(Clone)]
+pub(super) struct CachedRefresh {
+    user_id: i64,
+    identity: Identity,
+    service: String,
+    last_used_at: i64,
+    expires_at: i64,
+    generation: i64,
 }
 
 impl Authenticator {
@@ -52,10 +67,28 @@ impl Authenticator {
             return Err(AuthError::BadRefreshToken);
         }
         let hash = token_hash(token);
+        let idle = i64::try_from(self.settings.refresh_idle.as_secs()).unwrap_or(i64::MAX / 2);
+        // Read before the token row, so a cached entry never claims more than
+        // the database showed at that generation.
+        let generation = match &self.refresh_cache {
+            Some(_) => Some(self.generation.current().await?),
+            None => None,
+        };
+        if let (Some(cache), Some(generation)) = (&self.refresh_cache, generation) {
+            if let Some(hit) = cache.get(&hash) {
+                let fresh = now - hit.last_used_at < TOUCH_GRANULARITY.min(idle);
+                if hit.generation == generation
+                    && hit.service == service
+                    && now < hit.expires_at
+                    && fresh
+                {
+                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
+                }
+            }
+        }
         let Some(rec) = self.store.find_refresh(&hash).await? else {
             return Err(AuthError::BadRefreshToken);
         };
-        let idle = i64::try_from(self.settings.refresh_idle.as_secs()).unwrap_or(i64::MAX / 2);
         let expired = now >= rec.expires_at || now - rec.last_used_at >= idle;
         if expired {
             self.store.delete_refresh(&hash).await?;
@@ -65,12 +98,25 @@ impl Authenticator {
         if rec.service != service || rec.user.disabled {
             return Err(AuthError::BadRefreshToken);
         }
+        let mut last_used_at = rec.last_used_at;
         if now - rec.last_used_at >= TOUCH_GRANULARITY {
             self.store.touch_refresh(&hash, now).await?;
+            last_used_at = now;
         }
-        Ok(Authenticated::local(
-            Some(rec.user.id),
-            identity_of(&rec.user, "refresh"),
-        ))
+        let identity = identity_of(&rec.user, "refresh");
+        if let (Some(cache), Some(generation)) = (&self.refresh_cache, generation) {
+            cache.insert(
+                hash,
+                CachedRefresh {
+                    user_id: rec.user.id,
+                    identity: identity.clone(),
+                    service: rec.service,
+                    last_used_at,
+                    expires_at: rec.expires_at,
+                    generation,
+                },
+            );
+        }
+        Ok(Authenticated::local(Some(rec.user.id), identity))
     }
 }

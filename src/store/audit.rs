@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Connection, Row};
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// One decision as stored. Holds no secret, token or hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,17 +62,23 @@ const AUDIT_COLUMN_COUNT: usize = 14;
 /// each round trip to the database carries many rows.
 const AUDIT_CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// `INSERT INTO audit_log (…) VALUES ($1, …), (…)` for `rows` rows.
-fn audit_insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+/// `INSERT INTO audit_log (…) VALUES (…), (…)` for `rows` rows. SQLite gets
+/// anonymous `?` parameters: it finds a numbered one by a linear search, which
+/// would make a many-row statement cost quadratic time to bind.
+fn audit_insert_sql(backend: Backend, rows: usize) -> &'static str {
+    type Statements = Vec<(Backend, usize, String)>;
+    static SQL: std::sync::OnceLock<Statements> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        AUDIT_CHUNKS
-            .iter()
-            .map(|&n| {
+        let mut all = Vec::new();
+        for b in [Backend::Sqlite, Backend::Postgres] {
+            for &n in &AUDIT_CHUNKS {
                 let values: Vec<String> = (0..n)
                     .map(|r| {
                         let cols: Vec<String> = (1..=AUDIT_COLUMN_COUNT)
-                            .map(|c| format!("${}", r * AUDIT_COLUMN_COUNT + c))
+                            .map(|c| match b {
+                                Backend::Sqlite => "?".to_owned(),
+                                Backend::Postgres => format!("${}", r * AUDIT_COLUMN_COUNT + c),
+                            })
                             .collect();
                         format!("({})", cols.join(", "))
                     })
@@ -81,16 +87,18 @@ fn audit_insert_sql(rows: usize) -> &'static str {
                     "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}",
                     values.join(", ")
                 );
-                (n, sql)
-            })
-            .collect()
+                all.push((b, n, sql));
+            }
+        }
+        all
     });
     all.iter()
-        .find(|(n, _)| *n == rows)
-        .map_or("", |(_, sql)| sql.as_str())
+        .find(|(b, n, _)| *b == backend && *n == rows)
+        .map_or("", |(_, _, sql)| sql.as_str())
 }
 
 async fn insert_audit_in(
+    backend: Backend,
     conn: &mut sqlx::AnyConnection,
     records: &[AuditRecord],
 ) -> Result<(), StoreError> {
@@ -103,7 +111,7 @@ async fn insert_audit_in(
             .find(|&n| n <= rest.len())
             .unwrap_or(1);
         let (chunk, tail) = rest.split_at(n);
-        let mut q = sqlx::query(audit_insert_sql(n));
+        let mut q = sqlx::query(audit_insert_sql(backend, n));
         for r in chunk {
             q = q
                 .bind(r.at)
@@ -157,7 +165,7 @@ impl Store {
     /// every other writer. Closing the handle rolls back and frees the lock.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let res = insert_audit_in(&mut conn, records).await;
+        let res = insert_audit_in(self.backend, &mut conn, records).await;
         if res.is_err() {
             if let Err(e) = conn.detach().close().await {
                 tracing::debug!(error = %e, "closing a connection after a failed audit write");

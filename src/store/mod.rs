@@ -7,12 +7,14 @@
 //! (hashing is `authn`'s).
 
 mod audit;
+mod generation;
 mod limits;
 pub mod oidc;
 mod robots;
 mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord};
+pub use generation::Generation;
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 
@@ -49,6 +51,9 @@ pub enum StoreError {
     /// A named object exists already.
     #[error("{0}")]
     Exists(String),
+    /// A database failure met by a read that served several requests at once.
+    #[error("database error: {0}")]
+    Shared(String),
 }
 
 impl StoreError {
@@ -57,7 +62,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_)
+            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_) | StoreError::Shared(_)
         )
     }
 }
