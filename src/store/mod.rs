@@ -8,6 +8,7 @@
 
 mod audit;
 mod generation;
+mod inline;
 mod limits;
 pub mod oidc;
 mod robots;
@@ -127,6 +128,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the authentication generation read on the caller's thread.
+    inline: Option<std::sync::Arc<inline::InlineReader>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -189,14 +192,25 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            inline: None,
+        })
     }
 
     /// Connects and applies migrations. Refuses a database that holds migrations
     /// this berth does not know (a newer berth migrated it).
     pub async fn open(db: &Database) -> Result<Self, StoreError> {
-        let store = Self::connect(db).await?;
+        let mut store = Self::connect(db).await?;
         store.migrate().await?;
+        if let Database::Sqlite(path) = db {
+            match inline::InlineReader::open(path) {
+                Ok(reader) => store.inline = Some(std::sync::Arc::new(reader)),
+                // The pool still answers; only slower.
+                Err(e) => tracing::warn!(error = %e, "SQLite inline reader unavailable"),
+            }
+        }
         Ok(store)
     }
 
