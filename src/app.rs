@@ -316,6 +316,9 @@ async fn purge_loop(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not purge expired federated sessions"),
             }
+            if let Err(e) = crate::authn::oidc::browser::purge(state.auth.store(), now).await {
+                tracing::warn!(error = %e, "could not purge expired sign-in page state");
+            }
         }
     }
 }

@@ -129,9 +129,9 @@ fn oidc(state: &AppState) -> Result<&Arc<Oidc>, Box<Response>> {
     })
 }
 
-fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Arc<BrowserSession>)> {
+async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Arc<BrowserSession>)> {
     let id = read_cookie(headers, SESSION_COOKIE)?;
-    let s = state.auth.oidc()?.browser_session(&id)?;
+    let s = state.auth.oidc()?.browser_session(&id).await?;
     Some((id, s))
 }
 
@@ -214,7 +214,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         Ok(o) => o.clone(),
         Err(r) => return *r,
     };
-    match session(&state, &headers) {
+    match session(&state, &headers).await {
         Some((_, s)) => render_tokens(&state, &oidc, &s, None, None).await,
         None => html(
             StatusCode::OK,
@@ -311,7 +311,7 @@ pub async fn callback(
     }
     match oidc.finish_login(st, binding, code, now()).await {
         Ok((id, session)) if local_clash(&state, &oidc, &session.user.username).await => {
-            oidc.end_browser_session(&id);
+            oidc.end_browser_session(&id).await;
             tracing::warn!(user = %session.user.username, "sign-in refused: a local account has this name (name_conflict = \"refuse\")");
             problem(
                 StatusCode::FORBIDDEN,
@@ -356,7 +356,11 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
 }
 
 /// Checks a POST: signed in, same origin, CSRF token.
-fn check_post(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Post, Box<Response>> {
+async fn check_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Post, Box<Response>> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let ok = origin
             .to_str()
@@ -370,7 +374,7 @@ fn check_post(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Post
             )));
         }
     }
-    let Some((id, s)) = session(state, headers) else {
+    let Some((id, s)) = session(state, headers).await else {
         return Err(Box::new(redirect("/login", &[])));
     };
     if body.len() > MAX_FORM {
@@ -412,7 +416,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(o) => o.clone(),
         Err(r) => return *r,
     };
-    let (s, form) = match check_post(&state, &headers, &body) {
+    let (s, form) = match check_post(&state, &headers, &body).await {
         Ok(p) => (p.session, p.form),
         Err(r) => return *r,
     };
@@ -466,7 +470,7 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(o) => o.clone(),
         Err(r) => return *r,
     };
-    let (s, form) = match check_post(&state, &headers, &body) {
+    let (s, form) = match check_post(&state, &headers, &body).await {
         Ok(p) => (p.session, p.form),
         Err(r) => return *r,
     };
@@ -489,11 +493,11 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(o) => o.clone(),
         Err(r) => return *r,
     };
-    let id = match check_post(&state, &headers, &body) {
+    let id = match check_post(&state, &headers, &body).await {
         Ok(p) => p.id,
         Err(r) => return *r,
     };
-    oidc.end_browser_session(&id);
+    oidc.end_browser_session(&id).await;
     redirect("/login", &[cookie(&state, SESSION_COOKIE, "", 0)])
 }
 

@@ -356,4 +356,124 @@ impl Store {
             .await?;
         Ok(a.rows_affected() + b.rows_affected())
     }
+
+    /// Stores a sign-in in progress (sealed by the caller).
+    pub async fn insert_oidc_pending(
+        &self,
+        state_hash: &[u8],
+        sealed: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oidc_pending (state_hash, sealed, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(state_hash)
+        .bind(sealed)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a sign-in in progress: deletes it and returns it unless expired. One
+    /// statement, so of two callbacks with one state at most one gets it.
+    pub async fn take_oidc_pending(
+        &self,
+        state_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM oidc_pending WHERE state_hash = $1 RETURNING sealed, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: i64 = row.try_get("expires_at")?;
+        Ok((now < expires_at)
+            .then(|| row.try_get("sealed"))
+            .transpose()?)
+    }
+
+    /// Stores a signed-in browser (sealed by the caller).
+    pub async fn insert_browser_session(
+        &self,
+        id_hash: &[u8],
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oidc_browser_sessions (id_hash, sealed, created_at, last_used_at)
+             VALUES ($1, $2, $3, $3)",
+        )
+        .bind(id_hash)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A signed-in browser: sealed state, created, last used.
+    pub async fn find_browser_session(
+        &self,
+        id_hash: &[u8],
+    ) -> Result<Option<(Vec<u8>, i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed, created_at, last_used_at FROM oidc_browser_sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| -> Result<_, sqlx::Error> {
+            Ok((
+                r.try_get("sealed")?,
+                r.try_get("created_at")?,
+                r.try_get("last_used_at")?,
+            ))
+        })
+        .transpose()
+        .map_err(StoreError::from)
+    }
+
+    /// Records a use of a signed-in browser.
+    pub async fn touch_browser_session(&self, id_hash: &[u8], now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE oidc_browser_sessions SET last_used_at = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Signs a browser out.
+    pub async fn delete_browser_session(&self, id_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM oidc_browser_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes expired sign-ins in progress and browser sessions idle for `idle`
+    /// or older than `max` seconds. Returns how many rows went.
+    pub async fn purge_browser_flows(
+        &self,
+        now: i64,
+        idle: i64,
+        max: i64,
+    ) -> Result<u64, StoreError> {
+        let a = sqlx::query("DELETE FROM oidc_pending WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let b = sqlx::query(
+            "DELETE FROM oidc_browser_sessions WHERE last_used_at <= $1 OR created_at <= $2",
+        )
+        .bind(now - idle)
+        .bind(now - max)
+        .execute(&self.pool)
+        .await?;
+        Ok(a.rows_affected() + b.rows_affected())
+    }
 }

@@ -6,18 +6,25 @@
 //! a binding secret compared in constant time); the code is exchanged with the
 //! PKCE verifier only berth knows; the ID token must carry the nonce berth sent.
 //! HTTP details (cookies, pages) are `http::login`'s.
+//!
+//! Flows and sessions live in the database, so replicas share them: a browser
+//! may start on one replica and return to another. Rows are keyed by SHA-256 of
+//! the state or session cookie and sealed under that value, so the database
+//! alone holds no verifier, nonce or provider token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use data_encoding::BASE64URL_NOPAD;
 use ring::digest::{digest, SHA256};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::jwt::{self, Expect, FederatedUser};
-use super::seal::random_string;
+use super::seal::{self, random_string, token_hash};
 use super::{Oidc, OidcError, Provider};
+use crate::store::{Store, StoreError};
 
 /// How long a started sign-in may take.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -26,13 +33,53 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(1800);
 /// Longest a sign-in page session lasts.
 pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
 
-#[derive(Clone)]
+/// A sign-in in progress, as sealed under its `state`.
+#[derive(Serialize, Deserialize)]
 struct Pending {
-    provider: usize,
+    provider: String,
     binding: String,
     nonce: String,
     verifier: String,
     redirect_uri: String,
+}
+
+/// A signed-in browser, as sealed under its session id.
+#[derive(Serialize, Deserialize)]
+struct SealedSession {
+    provider: String,
+    subject: String,
+    username: String,
+    groups: Vec<String>,
+    idp_refresh: Option<String>,
+    csrf: String,
+}
+
+/// A use more recent than this is not written back.
+const TOUCH_GRANULARITY: i64 = 60;
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// Seals `value` (as JSON) under `key`.
+fn seal_json<T: Serialize>(oidc: &Oidc, key: &str, value: &T) -> Result<Vec<u8>, OidcError> {
+    let json = serde_json::to_string(value)
+        .map(SecretString::from)
+        .map_err(|e| OidcError::Internal(format!("encoding sign-in state: {e}")))?;
+    seal::seal(&oidc.rng, key, &json).ok_or_else(|| OidcError::Internal("sealing failed".into()))
+}
+
+/// Opens what [`seal_json`] made; `None` when it does not open or parse.
+fn open_json<T: for<'de> Deserialize<'de>>(key: &str, sealed: &[u8]) -> Option<T> {
+    let json = seal::open(key, sealed)?;
+    serde_json::from_str(json.expose_secret()).ok()
+}
+
+/// Removes expired sign-ins in progress and browser sessions.
+pub async fn purge(store: &Store, now: i64) -> Result<u64, StoreError> {
+    store
+        .purge_browser_flows(now, secs(SESSION_IDLE), secs(SESSION_MAX))
+        .await
 }
 
 /// A signed-in browser.
@@ -53,28 +100,6 @@ impl std::fmt::Debug for BrowserSession {
             .field("provider", &self.provider.cfg.name)
             .field("user", &self.user)
             .finish_non_exhaustive()
-    }
-}
-
-/// In-memory state of browser flows (a restart signs browsers out).
-pub struct Flows {
-    pending: moka::sync::Cache<String, Pending>,
-    sessions: moka::sync::Cache<String, Arc<BrowserSession>>,
-}
-
-impl Flows {
-    pub(super) fn new() -> Flows {
-        Flows {
-            pending: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(PENDING_TTL)
-                .build(),
-            sessions: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_idle(SESSION_IDLE)
-                .time_to_live(SESSION_MAX)
-                .build(),
-        }
     }
 }
 
@@ -107,12 +132,7 @@ impl Oidc {
     /// Starts a sign-in with provider `name`; the provider sends the browser back
     /// to `redirect_uri`.
     pub async fn begin_login(&self, name: &str, redirect_uri: &str) -> Result<Started, OidcError> {
-        let Some((idx, p)) = self
-            .providers
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.cfg.name == name && p.cfg.browser_login)
-        else {
+        let Some(p) = self.browser_provider(name) else {
             return Err(OidcError::Rejected(format!("no sign-in provider {name:?}")));
         };
         let meta = p.metadata().await?;
@@ -120,7 +140,7 @@ impl Oidc {
             random_string(&self.rng, n).ok_or_else(|| OidcError::Internal("no randomness".into()))
         };
         let pending = Pending {
-            provider: idx,
+            provider: p.cfg.name.clone(),
             binding: rand(32)?,
             nonce: rand(32)?,
             verifier: rand(32)?,
@@ -144,7 +164,12 @@ impl Oidc {
         };
         let url = format!("{}{sep}{query}", meta.authorization_endpoint);
         let binding = pending.binding.clone();
-        self.browser.pending.insert(state.clone(), pending);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let sealed = seal_json(self, &state, &pending)?;
+        self.store
+            .insert_oidc_pending(&token_hash(&state), &sealed, now + secs(PENDING_TTL))
+            .await
+            .map_err(OidcError::Store)?;
         Ok(Started {
             url,
             state,
@@ -164,7 +189,15 @@ impl Oidc {
     ) -> Result<(String, Arc<BrowserSession>), OidcError> {
         // Removed before anything else: a state (and so its code verifier) is
         // good for one exchange, whatever the outcome.
-        let Some(pending) = self.browser.pending.remove(state) else {
+        if state.is_empty() || state.len() > 128 {
+            return Err(OidcError::Rejected("malformed sign-in state".into()));
+        }
+        let taken = self
+            .store
+            .take_oidc_pending(&token_hash(state), now)
+            .await
+            .map_err(OidcError::Store)?;
+        let Some(pending) = taken.and_then(|sealed| open_json::<Pending>(state, &sealed)) else {
             return Err(OidcError::Rejected(
                 "unknown or expired sign-in state; start again".into(),
             ));
@@ -174,8 +207,11 @@ impl Oidc {
                 "the sign-in was started in another browser".into(),
             ));
         }
-        let Some(p) = self.providers.get(pending.provider).cloned() else {
-            return Err(OidcError::Internal("provider index".into()));
+        let Some(p) = self.browser_provider(&pending.provider) else {
+            return Err(OidcError::Rejected(format!(
+                "sign-in provider {:?} is no longer configured",
+                pending.provider
+            )));
         };
         if code.is_empty() || code.len() > 4096 {
             return Err(OidcError::Rejected("missing or oversized code".into()));
@@ -215,30 +251,85 @@ impl Oidc {
             .ok_or_else(|| OidcError::Internal("no randomness".into()))?;
         let csrf = random_string(&self.rng, 32)
             .ok_or_else(|| OidcError::Internal("no randomness".into()))?;
+        let sealed = seal_json(
+            self,
+            &session_id,
+            &SealedSession {
+                provider: p.cfg.name.clone(),
+                subject: user.subject.clone(),
+                username: user.username.clone(),
+                groups: user.groups.clone(),
+                idp_refresh: tokens
+                    .refresh_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
+                csrf: csrf.clone(),
+            },
+        )?;
+        self.store
+            .insert_browser_session(&token_hash(&session_id), &sealed, now)
+            .await
+            .map_err(OidcError::Store)?;
         let session = Arc::new(BrowserSession {
             provider: p,
             user,
             idp_refresh: tokens.refresh_token,
             csrf,
         });
-        self.browser
-            .sessions
-            .insert(session_id.clone(), session.clone());
         tracing::info!(provider = %session.provider.cfg.name, user = %session.user.username, "signed in on the sign-in page");
         Ok((session_id, session))
     }
 
-    /// The session with this id, if it is alive.
-    pub fn browser_session(&self, id: &str) -> Option<Arc<BrowserSession>> {
+    fn browser_provider(&self, name: &str) -> Option<Arc<Provider>> {
+        self.providers
+            .iter()
+            .find(|p| p.cfg.name == name && p.cfg.browser_login)
+            .cloned()
+    }
+
+    /// The session with this id, if it is alive. A database failure counts as
+    /// signed out (logged): the page asks to sign in again.
+    pub async fn browser_session(&self, id: &str) -> Option<Arc<BrowserSession>> {
         if id.is_empty() || id.len() > 128 {
             return None;
         }
-        self.browser.sessions.get(id)
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let hash = token_hash(id);
+        let (sealed, created_at, last_used_at) = match self.store.find_browser_session(&hash).await
+        {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read sign-in page sessions");
+                return None;
+            }
+        };
+        if now - last_used_at >= secs(SESSION_IDLE) || now - created_at >= secs(SESSION_MAX) {
+            return None;
+        }
+        let s: SealedSession = open_json(id, &sealed)?;
+        let provider = self.browser_provider(&s.provider)?;
+        if now - last_used_at >= TOUCH_GRANULARITY {
+            if let Err(e) = self.store.touch_browser_session(&hash, now).await {
+                tracing::warn!(error = %e, "cannot record a sign-in page visit");
+            }
+        }
+        Some(Arc::new(BrowserSession {
+            provider,
+            user: FederatedUser {
+                subject: s.subject,
+                username: s.username,
+                groups: s.groups,
+            },
+            idp_refresh: s.idp_refresh.map(SecretString::from),
+            csrf: s.csrf,
+        }))
     }
 
     /// Signs a browser out.
-    pub fn end_browser_session(&self, id: &str) {
-        self.browser.sessions.invalidate(id);
+    pub async fn end_browser_session(&self, id: &str) {
+        if let Err(e) = self.store.delete_browser_session(&token_hash(id)).await {
+            tracing::warn!(error = %e, "cannot end a sign-in page session");
+        }
     }
 }
 

@@ -113,7 +113,6 @@ pub struct Oidc {
     store: Store,
     limits: SessionLimits,
     rng: SystemRandom,
-    browser: browser::Flows,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -164,7 +163,6 @@ impl Oidc {
             store,
             limits,
             rng,
-            browser: browser::Flows::new(),
         }))
     }
 
