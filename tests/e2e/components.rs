@@ -205,6 +205,15 @@ impl Berth {
         );
     }
 
+    /// A setting berth was started with (`BERTH_*`), as its environment holds it.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn bundle_path(&self) -> PathBuf {
         self.keys_dir.join("bundle.pem")
     }

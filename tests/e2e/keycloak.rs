@@ -8,6 +8,7 @@
 mod failures;
 mod faulty;
 mod fixture;
+mod replicas;
 mod sync;
 mod webdriver;
 
