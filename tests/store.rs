@@ -715,6 +715,44 @@ async fn generation(store: &Store, db: &Database) {
     moved("revoked sessions", g.current().await.unwrap());
     other.delete_user(&name).await.unwrap();
     moved("a deleted user", g.current().await.unwrap());
+
+    // Under concurrency, every answer is at least the generation committed
+    // before the call began, however readings are shared between callers.
+    let g = std::sync::Arc::new(g);
+    let writer_store = other.clone();
+    let writer = tokio::spawn(async move {
+        let name = user("gen-writer");
+        writer_store
+            .create_user(&name, "$argon2id$x", &[], 50)
+            .await
+            .unwrap();
+        for i in 0..60 {
+            writer_store
+                .set_groups(&name, &[format!("g{i}")], 51 + i)
+                .await
+                .unwrap();
+        }
+    });
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let g = g.clone();
+            let store = other.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let before = store.auth_generation().await.unwrap();
+                    let seen = g.current().await.unwrap();
+                    assert!(
+                        seen >= before,
+                        "a reading older than the call: {seen} < {before}"
+                    );
+                }
+            })
+        })
+        .collect();
+    writer.await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
     other.close().await;
 }
 
