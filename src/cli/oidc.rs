@@ -1,5 +1,6 @@
 //! `berth oidc …`: check `[[oidc]]` providers from the command line, before
-//! users find out that a mapper or a client setting is missing.
+//! users find out that a mapper or a client setting is missing; list and revoke
+//! what federated users hold (sign-in page tokens, docker logins).
 
 use std::io::BufRead;
 
@@ -8,8 +9,10 @@ use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
+use super::robot::date;
 use crate::authn::oidc::Provider;
 use crate::config::Config;
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum OidcCommand {
@@ -26,6 +29,32 @@ pub enum OidcCommand {
         /// Read the password from the first line of stdin instead of a prompt.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// List the tokens federated users minted on the sign-in page (never the
+    /// secrets).
+    Tokens {
+        /// Only this provider (by `name`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only this federated username.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke sign-in page tokens by the ids `berth oidc tokens` shows.
+    Revoke {
+        /// Token ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Revoke everything a federated user holds: docker logins (refresh
+    /// sessions) and sign-in page tokens. Disable the user at the provider to
+    /// keep them from signing in again.
+    RevokeUser {
+        /// Federated username.
+        user: String,
+        /// Only at this provider (by `name`).
+        #[arg(long)]
+        provider: Option<String>,
     },
 }
 
@@ -44,11 +73,14 @@ fn password(from_stdin: bool, user: &str) -> anyhow::Result<SecretString> {
 }
 
 pub async fn run(config: Config, cmd: OidcCommand) -> anyhow::Result<()> {
-    let OidcCommand::Check {
-        provider,
-        user,
-        password_stdin,
-    } = cmd;
+    let (provider, user, password_stdin) = match cmd {
+        OidcCommand::Check {
+            provider,
+            user,
+            password_stdin,
+        } => (provider, user, password_stdin),
+        other => return held(&config, other).await,
+    };
     let chosen: Vec<_> = config
         .oidc
         .providers
@@ -124,4 +156,59 @@ async fn check(p: &Provider, user: Option<&str>, pw: Option<&SecretString>) -> a
         println!("    note: no refresh token: docker would keep the password on disk");
     }
     Ok(())
+}
+
+/// `tokens`, `revoke`, `revoke-user`: what federated users hold, in the database.
+async fn held(config: &Config, cmd: OidcCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.database).await?;
+    let result = async {
+        match cmd {
+            OidcCommand::Check { .. } => {}
+            OidcCommand::Tokens { provider, user } => {
+                println!(
+                    "{:<6} {:<12} {:<24} {:<17} {:<17} {:<17} {:<18} DESCRIPTION",
+                    "ID", "PROVIDER", "USER", "CREATED", "EXPIRES", "LAST USED", "ACTIONS"
+                );
+                let tokens = store
+                    .list_all_oidc_tokens(provider.as_deref(), user.as_deref())
+                    .await?;
+                for t in tokens {
+                    println!(
+                        "{:<6} {:<12} {:<24} {:<17} {:<17} {:<17} {:<18} {}",
+                        t.id,
+                        t.owner.provider,
+                        t.owner.username,
+                        date(Some(t.created_at)),
+                        date(Some(t.expires_at)),
+                        date(t.last_used_at),
+                        t.actions.join(","),
+                        t.description
+                    );
+                }
+            }
+            OidcCommand::Revoke { ids } => {
+                let mut missing = Vec::new();
+                for id in ids {
+                    if store.delete_oidc_token(id, None).await? {
+                        println!("revoked sign-in page token {id}");
+                    } else {
+                        missing.push(id.to_string());
+                    }
+                }
+                if !missing.is_empty() {
+                    bail!("no sign-in page token with id {}", missing.join(", "));
+                }
+            }
+            OidcCommand::RevokeUser { user, provider } => {
+                let n = store
+                    .revoke_oidc_username(provider.as_deref(), &user)
+                    .await?;
+                println!("revoked {n} docker login(s) and sign-in page token(s) of {user}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }

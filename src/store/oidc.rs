@@ -341,6 +341,48 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
+    /// Sign-in page tokens of every federated user, or of one provider or
+    /// username, newest first.
+    pub async fn list_all_oidc_tokens(
+        &self,
+        provider: Option<&str>,
+        username: Option<&str>,
+    ) -> Result<Vec<OidcTokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM oidc_tokens
+             WHERE ($1 = '' OR provider = $1) AND ($2 = '' OR username = $2)
+             ORDER BY created_at DESC, id DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(provider.unwrap_or_default())
+            .bind(username.unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes every federated session (docker login) and sign-in page token of
+    /// the users named `username` (at one provider, or at all). Returns how many
+    /// rows went.
+    pub async fn revoke_oidc_username(
+        &self,
+        provider: Option<&str>,
+        username: &str,
+    ) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        for table in ["oidc_sessions", "oidc_tokens"] {
+            let res = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE ($1 = '' OR provider = $1) AND username = $2"
+            ))
+            .bind(provider.unwrap_or_default())
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+            gone += res.rows_affected();
+        }
+        Ok(gone)
+    }
+
     /// Deletes every session and token of a federated user (the provider refused
     /// them). Returns how many rows went.
     pub async fn revoke_oidc_user(&self, provider: &str, subject: &str) -> Result<u64, StoreError> {
