@@ -46,7 +46,8 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
-    /// Check OpenID Connect providers (`[[oidc]]`): discovery, keys, a user.
+    /// OpenID Connect: check providers (`[[oidc]]`); list and revoke what federated
+    /// users hold.
     #[command(subcommand)]
     Oidc(oidc::OidcCommand),
     /// Check, test and lint policy files.
