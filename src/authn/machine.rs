@@ -18,9 +18,12 @@ pub const ACCESS_TOKEN_PREFIX: &str = "berth_pat_";
 /// Prefix of robot secrets.
 pub const ROBOT_SECRET_PREFIX: &str = "berth_robot_";
 
-/// SHA-256 of a high-entropy secret.
-pub fn secret_hash(secret: &str) -> Vec<u8> {
-    digest(&SHA256, secret.as_bytes()).as_ref().to_vec()
+/// SHA-256 of a high-entropy secret (robot secrets, access tokens, refresh
+/// tokens, sign-in state): the only form in which berth stores or looks one up.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, secret.as_bytes()).as_ref());
+    out
 }
 
 /// A new random secret with `prefix`, and its hash.
@@ -31,7 +34,7 @@ pub fn new_secret(prefix: &str) -> Result<(SecretString, Vec<u8>), AuthError> {
         .map_err(|_| AuthError::Internal("no randomness".into()))?;
     let secret = format!("{prefix}{}", BASE64URL_NOPAD.encode(&raw));
     let hash = secret_hash(&secret);
-    Ok((SecretString::from(secret), hash))
+    Ok((SecretString::from(secret), hash.to_vec()))
 }
 
 /// Validates a robot name: 1-64 of `[a-z0-9._-]`, starting with a letter or digit.
@@ -137,7 +140,7 @@ mod tests {
         let (s, h) = new_secret(ACCESS_TOKEN_PREFIX).unwrap();
         assert!(s.expose_secret().starts_with(ACCESS_TOKEN_PREFIX));
         assert!(s.expose_secret().len() >= ACCESS_TOKEN_PREFIX.len() + 43);
-        assert_eq!(secret_hash(s.expose_secret()), h);
+        assert_eq!(secret_hash(s.expose_secret()).to_vec(), h);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Refresh tokens: opaque, 256 random bits, stored only as SHA-256 hashes, bound to
 //! a user and a service, with idle and absolute expiry.
 
+use crate::authn::machine::secret_hash;
 use data_encoding::BASE64URL_NOPAD;
-use ring::digest::{digest, SHA256};
 use ring::rand::SecureRandom;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -13,13 +13,7 @@ pub const MAX_REFRESH_TOKEN_LEN: usize = 256;
 
 /// A use more recent than this many seconds is not written back, so a burst of
 /// token requests does not turn into a burst of database writes.
-const TOUCH_GRANULARITY: i64 = 60;
-
-fn token_hash(token: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-    out
-}
+pub(crate) const TOUCH_GRANULARITY: i64 = 60;
 
 /// A refresh token that passed a check against the database, kept in memory
 /// under the token's SHA-256 (never the token). Good while the authentication
@@ -50,7 +44,7 @@ impl Authenticator {
         let expires =
             now + i64::try_from(self.settings.refresh_absolute.as_secs()).unwrap_or(i64::MAX / 2);
         self.store
-            .insert_refresh(&token_hash(&token), user_id, service, now, expires)
+            .insert_refresh(&secret_hash(&token), user_id, service, now, expires)
             .await?;
         Ok(SecretString::from(token))
     }
@@ -66,7 +60,7 @@ impl Authenticator {
         if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {
             return Err(AuthError::BadRefreshToken);
         }
-        let hash = token_hash(token);
+        let hash = secret_hash(token);
         let idle = i64::try_from(self.settings.refresh_idle.as_secs()).unwrap_or(i64::MAX / 2);
         // Read before the token row, so a cached entry never claims more than
         // the database showed at that generation.

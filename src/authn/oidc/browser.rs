@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::jwt::{self, Expect, FederatedUser};
-use super::seal::{self, random_string, token_hash};
+use super::seal::{self, random_string};
 use super::{Oidc, OidcError, Provider};
+use crate::authn::machine::secret_hash;
+use crate::authn::refresh::TOUCH_GRANULARITY;
 use crate::store::{Store, StoreError};
 
 /// How long a started sign-in may take.
@@ -53,9 +55,6 @@ struct SealedSession {
     idp_refresh: Option<String>,
     csrf: String,
 }
-
-/// A use more recent than this is not written back.
-const TOUCH_GRANULARITY: i64 = 60;
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
@@ -167,7 +166,7 @@ impl Oidc {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let sealed = seal_json(self, &state, &pending)?;
         self.store
-            .insert_oidc_pending(&token_hash(&state), &sealed, now + secs(PENDING_TTL))
+            .insert_oidc_pending(&secret_hash(&state), &sealed, now + secs(PENDING_TTL))
             .await
             .map_err(OidcError::Store)?;
         Ok(Started {
@@ -194,7 +193,7 @@ impl Oidc {
         }
         let taken = self
             .store
-            .take_oidc_pending(&token_hash(state), now)
+            .take_oidc_pending(&secret_hash(state), now)
             .await
             .map_err(OidcError::Store)?;
         let Some(pending) = taken.and_then(|sealed| open_json::<Pending>(state, &sealed)) else {
@@ -267,7 +266,7 @@ impl Oidc {
             },
         )?;
         self.store
-            .insert_browser_session(&token_hash(&session_id), &sealed, now)
+            .insert_browser_session(&secret_hash(&session_id), &sealed, now)
             .await
             .map_err(OidcError::Store)?;
         let session = Arc::new(BrowserSession {
@@ -294,7 +293,7 @@ impl Oidc {
             return None;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let hash = token_hash(id);
+        let hash = secret_hash(id);
         let (sealed, created_at, last_used_at) = match self.store.find_browser_session(&hash).await
         {
             Ok(found) => found?,
@@ -327,7 +326,7 @@ impl Oidc {
 
     /// Signs a browser out.
     pub async fn end_browser_session(&self, id: &str) {
-        if let Err(e) = self.store.delete_browser_session(&token_hash(id)).await {
+        if let Err(e) = self.store.delete_browser_session(&secret_hash(id)).await {
             tracing::warn!(error = %e, "cannot end a sign-in page session");
         }
     }

@@ -7,6 +7,7 @@
 //! an owner who was disabled or deleted at the provider makes the token useless
 //! (and it is deleted), and group changes take effect.
 
+use crate::authn::machine::secret_hash;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -94,7 +95,7 @@ impl Oidc {
         };
         rec.id = self
             .store
-            .insert_oidc_token(&seal::token_hash(token.expose_secret()), &rec)
+            .insert_oidc_token(&secret_hash(token.expose_secret()), &rec)
             .await?;
         tracing::info!(provider = %owner.provider.cfg.name, user = %owner.user.username, token_id = rec.id, actions = ?rec.actions, "sign-in page token created");
         Ok((token, rec))
@@ -134,7 +135,7 @@ impl Oidc {
         now: i64,
     ) -> Result<FederatedLogin, OidcError> {
         let token = token.expose_secret();
-        let Some(rec) = self.store.find_oidc_token(&seal::token_hash(token)).await? else {
+        let Some(rec) = self.store.find_oidc_token(&secret_hash(token)).await? else {
             return Err(OidcError::Rejected("unknown sign-in page token".into()));
         };
         if now >= rec.expires_at {

@@ -7,17 +7,11 @@
 
 use data_encoding::BASE64URL_NOPAD;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::digest::{digest, SHA256};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
 const LABEL: &[u8] = b"berth oidc seal v1";
-
-/// SHA-256 of a token, the lookup key in the database.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
-}
 
 /// A fresh random token: `prefix` + 43 base64url characters (256 bits).
 pub fn new_token(rng: &SystemRandom, prefix: &str) -> Option<SecretString> {
@@ -102,6 +96,9 @@ mod tests {
         bad[last] ^= 1;
         assert!(open(t.expose_secret(), &bad).is_none());
         assert!(open(t.expose_secret(), &[1, 2]).is_none());
-        assert_ne!(token_hash("a"), token_hash("b"));
+        assert_ne!(
+            crate::authn::machine::secret_hash("a"),
+            crate::authn::machine::secret_hash("b")
+        );
     }
 }

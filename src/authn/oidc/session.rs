@@ -7,6 +7,7 @@
 //! take effect. A provider that cannot be reached gives 503, never stale access
 //! beyond the window.
 
+use crate::authn::machine::secret_hash;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -103,7 +104,7 @@ impl Oidc {
             expires_at: now + secs(self.limits.absolute),
         };
         self.store
-            .insert_oidc_session(&seal::token_hash(token.expose_secret()), &rec)
+            .insert_oidc_session(&secret_hash(token.expose_secret()), &rec)
             .await?;
         Ok(Some(token))
     }
@@ -119,7 +120,7 @@ impl Oidc {
         if !is_session_token(token) || token.len() > MAX_LEN {
             return Err(OidcError::Rejected("not a federated refresh token".into()));
         }
-        let hash = seal::token_hash(token);
+        let hash = secret_hash(token);
         let Some(rec) = self.store.find_oidc_session(&hash).await? else {
             return Err(OidcError::Rejected("unknown refresh token".into()));
         };
