@@ -237,27 +237,39 @@ async fn writer(
                         "audit buffer full; oldest records kept only in the log"
                     );
                 }
+                // Once stopping, retries end with the grace period, which a
+                // backoff sleep never overruns.
+                let mut wait = backoff;
                 if closed {
                     let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= grace {
+                    let left = grace.saturating_sub(since.elapsed());
+                    if left.is_zero() {
                         tracing::error!(
                             lost = buffer.len(),
                             "shutting down with audit records unwritten (kept in the log)"
                         );
                         return;
                     }
+                    wait = wait.min(left);
                 }
-                // Keep receiving while waiting, so the channel does not grow unseen.
-                let sleep = tokio::time::sleep(backoff);
+                // Keep receiving while waiting, so the channel does not grow unseen;
+                // a stop ends the wait, so the grace period starts at once.
+                let sleep = tokio::time::sleep(wait);
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {
                         _ = &mut sleep => break,
                         r = rx.recv(), if !closed => match r {
                             Some(r) => buffer.push(r),
-                            None => closed = true,
+                            None => {
+                                closed = true;
+                                break;
+                            }
                         },
-                        _ = &mut stop, if !closed => closed = true,
+                        _ = &mut stop, if !closed => {
+                            closed = true;
+                            break;
+                        }
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
