@@ -67,6 +67,25 @@ fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         .collect())
 }
 
+/// Every scope token of every `scope` parameter, GET and POST alike.
+///
+/// A `scope` value is a list of tokens separated by spaces (RFC 6749 §3.3), and
+/// clients send it both ways: repeated parameters (skopeo, podman), or one
+/// parameter holding several tokens, which is what a registry's challenge for a
+/// cross-repository mount carries and what some clients echo back verbatim on
+/// GET. A token can never contain a space, so splitting is always safe. Only the
+/// space (U+0020) separates: a tab or other white space stays inside the token
+/// and makes it an invalid scope, on both methods. Empty tokens (leading,
+/// trailing or doubled spaces, or an empty `scope=`) are skipped. Tokens are
+/// produced lazily, so the `max_scopes` bound stops a huge value early.
+fn scope_tokens(params: &[(String, String)]) -> impl Iterator<Item = &str> {
+    params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' '))
+        .filter(|s| !s.is_empty())
+}
+
 fn parse_scopes<'a>(
     values: impl Iterator<Item = &'a str>,
     max: usize,
@@ -142,13 +161,7 @@ pub fn parse_get(
     max_scopes: usize,
 ) -> Result<TokenRequest, ApiError> {
     let params = pairs(query.as_bytes())?;
-    let scopes = parse_scopes(
-        params
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str()),
-        max_scopes,
-    )?;
+    let scopes = parse_scopes(scope_tokens(&params), max_scopes)?;
     let credentials = match auth {
         None => Credentials::Anonymous,
         Some(h) => {
@@ -199,14 +212,7 @@ pub fn parse_post(body: &[u8], max_scopes: usize) -> Result<TokenRequest, ApiErr
         ),
         other => return Err(ApiError::unsupported_grant(other)),
     };
-    let scopes = parse_scopes(
-        params
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .flat_map(|(_, v)| v.split(' '))
-            .filter(|s| !s.is_empty()),
-        max_scopes,
-    )?;
+    let scopes = parse_scopes(scope_tokens(&params), max_scopes)?;
     required("client_id")?;
     Ok(TokenRequest {
         service: Some(required("service")?),
@@ -255,11 +261,114 @@ mod tests {
         assert_eq!(r.scopes.len(), 2);
     }
 
+    const POST_PREFIX: &str =
+        "grant_type=refresh_token&refresh_token=abc&client_id=docker&service=reg&";
+
+    /// The same `scope` query string parsed as a GET and as a POST body.
+    fn both(scope_params: &str, max: usize) -> [Result<TokenRequest, ApiError>; 2] {
+        [
+            parse_get(scope_params, None, max),
+            parse_post(format!("{POST_PREFIX}{scope_params}").as_bytes(), max),
+        ]
+    }
+
+    fn names(r: &TokenRequest) -> Vec<String> {
+        r.scopes.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn get_splits_one_scope_value_on_spaces_like_post() {
+        // What a registry's challenge for a cross-repository mount holds, sent back
+        // as one value, spaces encoded as `%20` or `+`.
+        for q in [
+            "scope=repository%3Aa%2Fx%3Apull%2Cpush%20repository%3Aa%2Fy%3Apull",
+            "scope=repository:a/x:pull,push+repository:a/y:pull",
+        ] {
+            for r in both(q, 32) {
+                let r = r.unwrap();
+                assert_eq!(
+                    names(&r),
+                    ["repository:a/x:pull,push", "repository:a/y:pull"],
+                    "{q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extra_spaces_are_skipped_the_same_on_get_and_post() {
+        for q in [
+            "scope=%20%20repository:a/x:pull%20%20%20repository:a/y:push%20",
+            "scope=repository:a/x:pull&scope=%20repository:a/y:push",
+            "scope=repository:a/x:pull+&scope=+&scope=repository:a/y:push",
+        ] {
+            for r in both(q, 32) {
+                assert_eq!(
+                    names(&r.unwrap()),
+                    ["repository:a/x:pull", "repository:a/y:push"],
+                    "{q}"
+                );
+            }
+        }
+        // An empty or all-space value asks for nothing (docker's POST sends `scope=`
+        // at login), on both methods.
+        for q in ["scope=", "scope=%20%20"] {
+            for r in both(q, 32) {
+                assert!(r.unwrap().scopes.is_empty(), "{q}");
+            }
+        }
+    }
+
+    #[test]
+    fn tabs_and_spaces_inside_names_are_refused_on_get_and_post() {
+        for q in [
+            // A tab is not a separator: it stays in the token and is invalid.
+            "scope=repository:a/x:pull%09repository:a/y:pull",
+            "scope=%09repository:a/x:pull",
+            "scope=repository:a/x:pull%09",
+            "scope=repository:a/x:pull%0Arepository:a/y:pull",
+            // A space inside a name splits it into two invalid tokens.
+            "scope=repository:team/my%20app:pull",
+        ] {
+            for r in both(q, 32) {
+                let e = r.err().unwrap_or_else(|| panic!("accepted {q}"));
+                assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{q}");
+                assert_eq!(e.code(), "invalid_scope", "{q}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_in_one_value_count_against_max_scopes_like_repeated_ones() {
+        let tokens: Vec<String> = (0..33).map(|i| format!("repository:r/n{i}:pull")).collect();
+        let one_value = format!("scope={}", tokens.join("+"));
+        let repeated = tokens
+            .iter()
+            .map(|t| format!("scope={t}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        for q in [&one_value, &repeated] {
+            for r in both(q, 32) {
+                let e = r.err().unwrap();
+                assert!(e.description().contains("too many scopes"), "{e:?}");
+            }
+            for r in both(q, 33) {
+                assert_eq!(r.unwrap().scopes.len(), 33);
+            }
+        }
+        // 3,000 tokens in one value (just under the parameter length limit) are
+        // refused as too many, without parsing them all.
+        let huge = format!("scope={}", "repository:a/b:pull+".repeat(3_000));
+        for r in both(&huge, 32) {
+            let e = r.err().unwrap();
+            assert!(e.description().contains("too many scopes"), "{e:?}");
+        }
+    }
+
     #[test]
     fn bad_inputs_are_4xx() {
         let cases: Vec<Result<TokenRequest, ApiError>> = vec![
             parse_get("scope=a:b:c:d:e:f", None, 32),
-            parse_get("scope=", None, 32),
             parse_get(&"scope=repository:a:pull&".repeat(1000), None, 32),
             parse_get("", Some(&HeaderValue::from_static("Basic !!!")), 32),
             parse_get("", Some(&HeaderValue::from_static("Bearer abc")), 32),
