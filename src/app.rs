@@ -35,6 +35,14 @@ pub enum StartError {
     /// TLS certificate or key unusable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
+    /// The default policy could not be written into a missing policy directory.
+    #[error("cannot write the default policy into {dir}: {source}")]
+    PolicyDir {
+        /// The configured `policies_dir`.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Shared state of the running server.
@@ -74,6 +82,8 @@ pub struct Bootstrap {
     pub admin_created: bool,
     /// Policy warnings.
     pub policy_warnings: Vec<String>,
+    /// The policy directory did not exist and the shipped default was written.
+    pub wrote_policy: bool,
 }
 
 /// Ensures a signing key exists, generating an ES256 key on first start, and
@@ -160,6 +170,13 @@ pub async fn build(
     let now = OffsetDateTime::now_utc();
     let (keys, generated) = ensure_keys(&config, now)?;
     boot.generated_key = generated;
+    boot.wrote_policy =
+        crate::policy::default::write_if_missing(&config.policies_dir).map_err(|source| {
+            StartError::PolicyDir {
+                dir: config.policies_dir.display().to_string(),
+                source,
+            }
+        })?;
     let policies = PolicyHandle::load(&config.policies_dir)?;
     boot.policy_warnings = policies.status().warnings;
     let store = open_store(&config, admin_password, &mut boot).await?;
@@ -342,6 +359,12 @@ pub fn startup_banner(config: &Config, boot: &Bootstrap) -> String {
         out.push_str(&format!(
             "Generated signing key {name} in {}.\n",
             config.keys_dir.display()
+        ));
+    }
+    if boot.wrote_policy {
+        out.push_str(&format!(
+            "Wrote the default policy to {} (every user owns <name>/**, group admins may do anything, anonymous gets nothing); edit it there.\n",
+            config.policies_dir.join("default.toml").display()
         ));
     }
     if boot.admin_created {

@@ -7,6 +7,7 @@ mod doctor;
 mod key;
 mod oidc;
 mod policy;
+mod probe;
 mod registry_config;
 mod robot;
 mod serve;
@@ -19,12 +20,29 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+/// Where `berth serve` keeps its files by default, shown by `berth serve --help`.
+/// Relative paths are taken from the working directory, so any directory works.
+const SERVE_FILES: &str = "\
+Files (relative paths are from the working directory; each is created on first start):
+  configuration   none: every setting has a default; --config FILE or BERTH_CONFIG=FILE
+                  names a TOML file, and BERTH_* variables override it
+  database        data/berth.db (SQLite; database = \"postgres://…\" for PostgreSQL)
+                  [database, BERTH_DATABASE]
+  signing keys    keys/ (private keys 0600, bundle.pem for the registry)
+                  [keys_dir, BERTH_KEYS_DIR]
+  policies        policies/ (the shipped default policy is written there if the
+                  directory does not exist) [policies_dir, BERTH_POLICIES_DIR]
+  listens on      127.0.0.1:5001 [listen, BERTH_LISTEN]
+
+The first admin is `admin` in group admins, with a password printed once
+(or BERTH_ADMIN_PASSWORD). `berth registry-config` prints the registry's block again.";
+
 /// berth: token authorization server for container registries.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML). Every setting has a default; `BERTH_*`
-    /// environment variables override the file.
+    /// Configuration file (TOML), also from BERTH_CONFIG. Every setting has a
+    /// default; `BERTH_*` environment variables override the file.
     #[arg(long, global = true, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -33,7 +51,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the token server (creates keys and the first admin on first start).
+    /// Run the token server (creates keys, the database, the default policy and
+    /// the first admin on first start).
+    #[command(after_help = SERVE_FILES)]
     Serve,
     /// Print the block a registry's configuration needs to trust berth's tokens.
     RegistryConfig(registry_config::RegistryConfigArgs),
@@ -64,6 +84,9 @@ enum Command {
     /// Database maintenance.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Ask a running berth whether it is ready (exit 0) or not (exit 1), for
+    /// container health checks.
+    Probe(probe::ProbeArgs),
 }
 
 /// Parses the command line, runs it, and maps errors to a message and exit code 1.
@@ -103,6 +126,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => access_token::run(config, cmd).await,
         Command::Audit(args) => audit::run(config, args).await,
         Command::Db(cmd) => db::run(config, cmd).await,
+        Command::Probe(args) => probe::run(&config, args).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `berth policy …`: check, test and lint policy files.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
@@ -9,7 +9,8 @@ use clap::Subcommand;
 use crate::authn::Username;
 use crate::config::Config;
 use crate::policy::explain::explain;
-use crate::policy::{lint, load_dir, testfile, Identity, Kind, Request};
+use crate::policy::load::Loaded;
+use crate::policy::{default, lint, load_dir, testfile, Identity, Kind, Request};
 use crate::scope::Scope;
 use crate::store::Store;
 
@@ -44,7 +45,8 @@ pub enum PolicyCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Policy directory (default: the configured one).
+        /// Policy directory (default: the configured one, or the built-in
+        /// default policy while that does not exist).
         #[arg(long)]
         policies: Option<PathBuf>,
     },
@@ -52,14 +54,16 @@ pub enum PolicyCommand {
     Test {
         /// Directory of test files.
         dir: Option<PathBuf>,
-        /// Policy directory (default: the configured one).
+        /// Policy directory (default: the configured one, or the built-in
+        /// default policy while that does not exist).
         #[arg(long)]
         policies: Option<PathBuf>,
     },
     /// Report rules that can never match, allows always cancelled by a deny,
     /// unknown actions and files without rules.
     Lint {
-        /// Policy directory (default: the configured one).
+        /// Policy directory (default: the configured one, or the built-in
+        /// default policy while that does not exist).
         #[arg(long)]
         policies: Option<PathBuf>,
     },
@@ -77,6 +81,56 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
     }
 }
 
+/// Where a policy command reads the policy from.
+enum Source {
+    /// A directory: `--policies` as given, or the configured one that exists.
+    Dir(PathBuf),
+    /// The configured directory does not exist yet (`berth serve` writes the
+    /// default into it on first start): the built-in copy of that default.
+    Builtin,
+}
+
+impl Source {
+    /// `--policies DIR` is used as given, and fails if it is missing (a CI job
+    /// must not pass on a typo); only the configured directory falls back.
+    fn pick(flag: Option<PathBuf>, config: &Config) -> Source {
+        match flag {
+            Some(dir) => Source::Dir(dir),
+            None if default::is_missing(&config.policies_dir) => {
+                eprintln!(
+                    "berth: {} does not exist; using the built-in default policy (berth serve writes it there on first start)",
+                    config.policies_dir.display()
+                );
+                Source::Builtin
+            }
+            None => Source::Dir(config.policies_dir.clone()),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Loaded> {
+        Ok(match self {
+            Source::Dir(dir) => load_dir(dir)?,
+            Source::Builtin => default::builtin()?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Dir(dir) => dir.display().to_string(),
+            Source::Builtin => default::BUILTIN_NAME.to_owned(),
+        }
+    }
+}
+
+/// Runs every test file in `tdir` against `policy`.
+fn run_dir(policy: &crate::policy::Policy, tdir: &Path) -> anyhow::Result<testfile::Report> {
+    let files = testfile::test_files(tdir).map_err(|e| anyhow!(e))?;
+    if files.is_empty() {
+        bail!("no test files (*.toml) in {}", tdir.display());
+    }
+    testfile::run_files(policy, &files).map_err(|e| anyhow!(e))
+}
+
 pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Check {
@@ -91,8 +145,7 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
             json,
             policies,
         } => {
-            let dir = policies.unwrap_or_else(|| config.policies_dir.clone());
-            let policy = load_dir(&dir)?.policy;
+            let policy = Source::pick(policies, &config).load()?.policy;
             let identity = match user {
                 Some(name) => {
                     let store = Store::open(&config.database).await?;
@@ -142,14 +195,17 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
             }
         }
         PolicyCommand::Test { dir, policies } => {
-            let pdir = policies.unwrap_or_else(|| config.policies_dir.clone());
-            let tdir = dir.unwrap_or_else(|| pdir.join("tests"));
-            let policy = load_dir(&pdir)?.policy;
-            let files = testfile::test_files(&tdir).map_err(|e| anyhow!(e))?;
-            if files.is_empty() {
-                bail!("no test files (*.toml) in {}", tdir.display());
-            }
-            let report = testfile::run_files(&policy, &files).map_err(|e| anyhow!(e))?;
+            let source = Source::pick(policies, &config);
+            let policy = source.load()?.policy;
+            let report = match (dir, &source) {
+                (Some(tdir), _) => run_dir(&policy, &tdir)?,
+                (None, Source::Dir(pdir)) => run_dir(&policy, &pdir.join("tests"))?,
+                // The built-in policy with its own built-in cases.
+                (None, Source::Builtin) => {
+                    testfile::run_text(&policy, "(built-in policy tests)", default::TESTS)
+                        .map_err(|e| anyhow!(e))?
+                }
+            };
             for f in &report.failures {
                 print!("{f}");
             }
@@ -163,8 +219,8 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
             }
         }
         PolicyCommand::Lint { policies } => {
-            let dir = policies.unwrap_or_else(|| config.policies_dir.clone());
-            let loaded = load_dir(&dir)?;
+            let source = Source::pick(policies, &config);
+            let loaded = source.load()?;
             let mut findings = loaded.warnings;
             findings.extend(lint::lint(&loaded.policy));
             for f in &findings {
@@ -173,7 +229,7 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
             if findings.is_empty() {
                 println!(
                     "{}: {} rules, no findings",
-                    dir.display(),
+                    source.describe(),
                     loaded.policy.rules().len()
                 );
             } else {

@@ -4,6 +4,7 @@
 //! are the union of `allow` over every matching rule, minus the union of `deny` over
 //! every matching rule, intersected with what was requested. Loading lives in `load`.
 
+pub mod default;
 pub mod explain;
 pub mod limit;
 pub mod lint;

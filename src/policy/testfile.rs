@@ -140,20 +140,28 @@ pub fn run_files(policy: &Policy, files: &[PathBuf]) -> Result<Report, String> {
             ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let parsed: CaseFile = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
-        for (i, case) in parsed.case.iter().enumerate() {
-            let label = format!(
-                "{}: {}",
-                path.display(),
-                case.name
-                    .clone()
-                    .unwrap_or_else(|| format!("case {}", i + 1))
-            );
-            match run_case(policy, label, case) {
-                Ok(()) => report.passed += 1,
-                Err(f) => report.failures.push(*f),
-            }
+        let one = run_text(policy, &path.display().to_string(), &text)?;
+        report.passed += one.passed;
+        report.failures.extend(one.failures);
+    }
+    Ok(report)
+}
+
+/// Runs every case of one test file's text; `name` labels the cases.
+pub fn run_text(policy: &Policy, name: &str, text: &str) -> Result<Report, String> {
+    let mut report = Report::default();
+    let parsed: CaseFile =
+        toml::from_str(text).map_err(|e| format!("{name}: {}", e.to_string().trim()))?;
+    for (i, case) in parsed.case.iter().enumerate() {
+        let label = format!(
+            "{name}: {}",
+            case.name
+                .clone()
+                .unwrap_or_else(|| format!("case {}", i + 1))
+        );
+        match run_case(policy, label, case) {
+            Ok(()) => report.passed += 1,
+            Err(f) => report.failures.push(*f),
         }
     }
     Ok(report)

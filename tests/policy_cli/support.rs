@@ -51,8 +51,13 @@ impl fmt::Display for Out {
 /// Runs berth in the repository root with no `BERTH_*` setting from the
 /// caller's environment except `env`; kills it after [`TIMEOUT`].
 pub fn berth_env(args: &[&str], env: &[(&str, &Path)], stdin: Option<&str>) -> Out {
+    berth_in(repo(), args, env, stdin)
+}
+
+/// Like [`berth_env`], in the working directory `cwd`.
+pub fn berth_in(cwd: &Path, args: &[&str], env: &[(&str, &Path)], stdin: Option<&str>) -> Out {
     let mut cmd = Command::new(BERTH);
-    cmd.args(args).current_dir(repo());
+    cmd.args(args).current_dir(cwd);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("BERTH_") {
             cmd.env_remove(k);
