@@ -191,6 +191,9 @@ pub async fn build(
             robot_prefix: config.robot_prefix.clone(),
             login_failure_limit: config.login_failure_limit,
             login_failure_window: config.login_failure_window,
+            login_failure_account_limit: config.login_failure_account_limit,
+            login_failure_address_limit: config.login_failure_address_limit,
+            hash_queue_timeout: config.hash_queue_timeout,
         },
     )?;
     let oidc = authn::oidc::Oidc::new(

@@ -195,6 +195,12 @@ pub struct Config {
     pub login_failure_limit: i64,
     /// Window in which failed sign-ins are counted.
     pub login_failure_window: Duration,
+    /// Password checks per account from all addresses per window.
+    pub login_failure_account_limit: i64,
+    /// Password checks per client address for all accounts per window.
+    pub login_failure_address_limit: i64,
+    /// How long a password check waits for a hashing slot before a 503.
+    pub hash_queue_timeout: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
@@ -240,6 +246,9 @@ struct RawConfig {
     robot_prefix: Option<String>,
     login_failure_limit: Option<i64>,
     login_failure_window: Option<String>,
+    login_failure_account_limit: Option<i64>,
+    login_failure_address_limit: Option<i64>,
+    hash_queue_timeout: Option<String>,
     audit_retention: Option<String>,
     key_publish_delay: Option<String>,
     metrics_listen: Option<String>,
@@ -496,6 +505,46 @@ impl Config {
         if login_failure_window.is_zero() {
             return Err(invalid("login_failure_window", "must not be zero"));
         }
+        // Wider scopes get a wider default: ten times the per-address limit.
+        let wide_limit = |key: &'static str, value: Option<i64>| {
+            let limit = value.unwrap_or(login_failure_limit.saturating_mul(10));
+            if limit < login_failure_limit || limit > 10_000_000 {
+                return Err(invalid(
+                    key,
+                    "must be at least login_failure_limit and at most 10000000",
+                ));
+            }
+            Ok(limit)
+        };
+        let login_failure_account_limit = wide_limit(
+            "login_failure_account_limit",
+            raw.login_failure_account_limit,
+        )?;
+        let login_failure_address_limit = wide_limit(
+            "login_failure_address_limit",
+            raw.login_failure_address_limit,
+        )?;
+        // Also in milliseconds (`250ms`): a wait for a hashing slot is short.
+        let hash_queue_timeout = match env
+            .var("BERTH_HASH_QUEUE_TIMEOUT")
+            .or(raw.hash_queue_timeout.clone())
+            .as_deref()
+            .and_then(|v| v.trim().strip_suffix("ms").map(str::to_owned))
+        {
+            Some(ms) => ms
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| invalid("hash_queue_timeout", "is not a duration like 250ms or 2s"))?,
+            None => duration(
+                "hash_queue_timeout",
+                "BERTH_HASH_QUEUE_TIMEOUT",
+                raw.hash_queue_timeout,
+                Duration::from_secs(2),
+            )?,
+        };
+        if hash_queue_timeout.is_zero() || hash_queue_timeout > Duration::from_secs(60) {
+            return Err(invalid("hash_queue_timeout", "must be between 1ms and 60s"));
+        }
         let audit_retention = duration(
             "audit_retention",
             "BERTH_AUDIT_RETENTION",
@@ -592,6 +641,9 @@ impl Config {
             robot_prefix,
             login_failure_limit,
             login_failure_window,
+            login_failure_account_limit,
+            login_failure_address_limit,
+            hash_queue_timeout,
             audit_retention,
             oidc,
             key_publish_delay,

@@ -12,6 +12,9 @@ mod ops;
 #[path = "http/machine.rs"]
 mod machine;
 
+#[path = "http/lockout.rs"]
+mod lockout;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -429,37 +429,101 @@ async fn audit(store: &Store) {
 }
 
 async fn login_failures(store: &Store) {
-    let keys = ["account:alice", "ip:10.0.0.1"];
-    assert_eq!(store.login_failures(&keys, 1000, 300).await.unwrap().0, 0);
+    use berth::store::Take;
+    let key = "account:alice";
+    // Three attempts of a limit of three are taken; the fourth is refused and
+    // says when the window (from the first attempt) ends.
     for t in 0..3 {
-        store
-            .record_login_failure(&keys, 1000 + t, 300)
-            .await
-            .unwrap();
+        assert_eq!(
+            store
+                .take_login_attempt(key, 1000 + t, 300, 3)
+                .await
+                .unwrap(),
+            Take::Taken { window_start: 1000 }
+        );
     }
-    store
-        .record_login_failure(&["ip:10.0.0.1"], 1003, 300)
-        .await
-        .unwrap();
-    let (count, until) = store.login_failures(&keys, 1010, 300).await.unwrap();
-    assert_eq!((count, until), (4, 1300));
-    store.clear_login_failures("account:alice").await.unwrap();
+    assert_eq!(
+        store.take_login_attempt(key, 1010, 300, 3).await.unwrap(),
+        Take::Full { window_end: 1300 }
+    );
+    // A refund makes room for one more, in the same window only.
+    store.refund_login_attempt(key, 1000).await.unwrap();
+    assert!(matches!(
+        store.take_login_attempt(key, 1011, 300, 3).await.unwrap(),
+        Take::Taken { .. }
+    ));
+    store.refund_login_attempt(key, 999).await.unwrap();
+    assert!(matches!(
+        store.take_login_attempt(key, 1012, 300, 3).await.unwrap(),
+        Take::Full { .. }
+    ));
+    // The next window starts over.
+    assert_eq!(
+        store.take_login_attempt(key, 1300, 300, 3).await.unwrap(),
+        Take::Taken { window_start: 1300 }
+    );
+    store.clear_login_failures(key).await.unwrap();
+    assert!(matches!(
+        store.take_login_attempt(key, 1301, 300, 1).await.unwrap(),
+        Take::Taken { .. }
+    ));
+
+    // 64 concurrent takers of a limit of 10: exactly 10 get through.
+    let results = futures_join_all((0..64).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .take_login_attempt("pair:race", 2000, 300, 10)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Take::Taken { .. }))
+        .count();
+    assert_eq!(taken, 10, "{results:?}");
+
+    // Unlock removes the account's counter and every key with its prefix, and
+    // nothing else.
+    for k in [
+        "account:bob",
+        "pair:bob:1.2.3.4",
+        "pair:bob:5.6.7.8",
+        "pair:bobby:1.2.3.4",
+    ] {
+        store.take_login_attempt(k, 3000, 300, 5).await.unwrap();
+    }
     assert_eq!(
         store
-            .login_failures(&["account:alice"], 1010, 300)
+            .clear_login_keys("account:bob", "pair:bob:")
             .await
-            .unwrap()
-            .0,
-        0
+            .unwrap(),
+        3
     );
-    // A new window starts over.
-    assert_eq!(store.login_failures(&keys, 1400, 300).await.unwrap().0, 0);
-    store
-        .record_login_failure(&["ip:10.0.0.1"], 1400, 300)
-        .await
-        .unwrap();
-    assert_eq!(store.login_failures(&keys, 1401, 300).await.unwrap().0, 1);
-    assert_eq!(store.purge_login_failures(2000, 300).await.unwrap(), 1);
+    assert!(matches!(
+        store
+            .take_login_attempt("pair:bobby:1.2.3.4", 3001, 300, 1)
+            .await
+            .unwrap(),
+        Take::Full { .. }
+    ));
+    assert!(store.purge_login_failures(10_000, 300).await.unwrap() >= 1);
+}
+
+/// Runs the futures concurrently (spawned on the runtime), in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
 
 async fn suite(t: TestDb) {

@@ -104,6 +104,10 @@ pub enum AuthError {
         /// Seconds until the counting window ends.
         retry_after: u64,
     },
+    /// Every hashing slot stayed busy for `hash_queue_timeout`: the request is
+    /// refused instead of joining an ever-growing queue.
+    #[error("password checks are busy")]
+    Overloaded,
     /// Internal failure (e.g. a hashing task died).
     #[error("internal authentication error: {0}")]
     Internal(String),
@@ -177,8 +181,15 @@ pub struct AuthSettings {
     pub refresh_absolute: Duration,
     /// Login-name prefix of robot accounts (`robot$` makes `robot$ci`).
     pub robot_prefix: String,
-    /// Failed sign-ins per account or address before refusing with 429.
+    /// Password checks per account and client address per window.
     pub login_failure_limit: i64,
+    /// Password checks per account from all addresses per window.
+    pub login_failure_account_limit: i64,
+    /// Password checks per client address for all accounts per window.
+    pub login_failure_address_limit: i64,
+    /// How long a password check may wait for a hashing slot before the
+    /// request is answered 503.
+    pub hash_queue_timeout: Duration,
     /// Window in which failures are counted.
     pub login_failure_window: Duration,
 }
@@ -304,11 +315,13 @@ impl Authenticator {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self
-            .hash_permits
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Internal("hash semaphore closed".into()))?;
+        let permit = tokio::time::timeout(
+            self.settings.hash_queue_timeout,
+            self.hash_permits.acquire(),
+        )
+        .await
+        .map_err(|_| AuthError::Overloaded)?;
+        let _permit = permit.map_err(|_| AuthError::Internal("hash semaphore closed".into()))?;
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| AuthError::Internal(format!("hash task failed: {e}")))

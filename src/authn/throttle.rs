@@ -1,21 +1,42 @@
-//! Failed sign-in throttling: failures are counted per account and per client
-//! address (IPv6 per /64) in the database, so every replica sees the same counts.
-//! Past the limit, sign-ins are refused with 429 before any password is hashed.
+//! Password-guessing limits. Every password sign-in takes an attempt under
+//! three counters in the database *before* the password is checked:
+//!
+//! - the account from this client address (`login_failure_limit`, default 10
+//!   per `login_failure_window`);
+//! - the account from any address (`login_failure_account_limit`, default 100),
+//!   against guesses spread over many addresses;
+//! - the address for any account (`login_failure_address_limit`, default 100),
+//!   against one address trying many accounts.
+//!
+//! Taking is one atomic statement per counter, so at most that many password
+//! checks per window ever reach the hash or an identity provider, whatever the
+//! parallelism and however many replicas share the database. A request that
+//! finds a counter full is refused with 429 without a password check. A wrong
+//! password keeps its attempts; a right one clears the account's counter for
+//! its address and gives the other two back, and so does an attempt that never
+//! reached a verdict (a backend failure, a full hash queue).
+//!
+//! What is never counted: credentials that cannot be guessed (robot secrets,
+//! personal access tokens, sign-in page tokens and provider tokens, all
+//! 256-bit or signed; a wrong one is a plain 401), refresh tokens (another
+//! grant), and credentials already in the cache. So failures from one address
+//! never lock the same account out from another address below the account-wide
+//! threshold, and never lock out a robot. Addresses are counted per IPv4
+//! address and per IPv6 /64. `berth user unlock NAME` clears an account's
+//! counters.
 
 use std::net::IpAddr;
 
-use secrecy::SecretString;
+use ring::digest::{digest, SHA256};
+use secrecy::{ExposeSecret, SecretString};
 
-use super::{AuthError, Authenticator};
+use super::{machine, oidc, AuthError, Authenticated, Authenticator};
+use crate::store::{Store, StoreError, Take};
 
-/// The keys a sign-in attempt is counted under.
-fn keys(username: &str, ip: IpAddr) -> [String; 2] {
-    let account: String = username
-        .chars()
-        .take(128)
-        .collect::<String>()
-        .to_lowercase();
-    let addr = match ip {
+/// The client address as counted: IPv4, or the /64 of IPv6 (IPv4-mapped IPv6
+/// counts as IPv4).
+fn address_key(ip: IpAddr) -> String {
+    match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -24,67 +45,180 @@ fn keys(username: &str, ip: IpAddr) -> [String; 2] {
                 format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
-    };
-    [format!("account:{account}"), format!("ip:{addr}")]
+    }
 }
 
-/// What [`Authenticator::guard_login`] found.
-#[derive(Debug, Clone, Copy)]
-pub struct LoginGuard {
-    /// Some failures are on record: clear the account's on success.
-    pub had_failures: bool,
+/// The account as counted: case-folded and bounded, so `Alice` and `alice`
+/// share their counters.
+fn account_key(username: &str) -> String {
+    username
+        .chars()
+        .take(128)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// The prefix of every per-address counter of one account. The account is
+/// hashed so that the prefix is exact (no other account's key starts with it)
+/// and the table holds no raw names that were never accounts.
+fn pair_prefix(account: &str) -> String {
+    let h = digest(&SHA256, account.as_bytes());
+    format!(
+        "pair:{}:",
+        data_encoding::HEXLOWER.encode(&h.as_ref()[..16])
+    )
+}
+
+/// The three counters of one attempt, narrowest first.
+fn keys(username: &str, ip: IpAddr) -> [String; 3] {
+    let account = account_key(username);
+    let addr = address_key(ip);
+    [
+        format!("{}{addr}", pair_prefix(&account)),
+        format!("account:{account}"),
+        format!("ip:{addr}"),
+    ]
+}
+
+/// Clears every counter of an account, from every address (`berth user
+/// unlock`); returns how many there were. Works for any name that was tried,
+/// local or federated.
+pub async fn unlock(store: &Store, username: &str) -> Result<u64, StoreError> {
+    let account = account_key(username);
+    store
+        .clear_login_keys(&format!("account:{account}"), &pair_prefix(&account))
+        .await
+}
+
+/// Attempts taken for one sign-in, settled by [`Authenticator::finish_login`].
+#[derive(Debug, Default)]
+#[must_use = "an attempt must be settled with finish_login"]
+pub struct Attempt {
+    /// Counter key and the window start each attempt went into.
+    taken: Vec<(String, i64)>,
 }
 
 impl Authenticator {
-    /// Refuses a sign-in attempt from an account or address past the limit.
-    /// Credentials already in the cache skip the check (and the database).
-    pub async fn guard_login(
+    /// Whether a credential cannot be guessed, so that password-failure
+    /// counters never apply to it: robot logins (only ever checked as 256-bit
+    /// secrets), personal access tokens (only ever checked as such by the local
+    /// backend), and, with a provider configured, sign-in page tokens and
+    /// provider tokens (never tried as local passwords).
+    fn unguessable(&self, username: &str, password: &SecretString) -> bool {
+        let pw = password.expose_secret();
+        username.starts_with(self.settings.robot_prefix.as_str())
+            || pw.starts_with(machine::ACCESS_TOKEN_PREFIX)
+            || (self.oidc.is_some() && (oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some()))
+    }
+
+    /// Takes an attempt for a password sign-in, or refuses it with
+    /// [`AuthError::RateLimited`] before any password check.
+    pub async fn begin_login(
         &self,
         username: &str,
         password: &SecretString,
         ip: IpAddr,
         now: i64,
-    ) -> Result<LoginGuard, AuthError> {
-        if self.is_cached(username, password) {
-            return Ok(LoginGuard {
-                had_failures: false,
-            });
+    ) -> Result<Attempt, AuthError> {
+        let mut attempt = Attempt::default();
+        if self.unguessable(username, password) || self.is_cached(username, password) {
+            return Ok(attempt);
         }
-        let [a, b] = keys(username, ip);
         let window = self.window();
-        let (count, until) = self.store.login_failures(&[&a, &b], now, window).await?;
-        if count >= self.settings.login_failure_limit {
-            return Err(AuthError::RateLimited {
-                retry_after: u64::try_from((until - now).max(1)).unwrap_or(1),
-            });
+        let limits = [
+            self.settings.login_failure_limit,
+            self.settings.login_failure_account_limit,
+            self.settings.login_failure_address_limit,
+        ];
+        for (key, limit) in keys(username, ip).into_iter().zip(limits) {
+            match self
+                .store
+                .take_login_attempt(&key, now, window, limit)
+                .await
+            {
+                Ok(Take::Taken { window_start }) => attempt.taken.push((key, window_start)),
+                Ok(Take::Full { window_end }) => {
+                    self.refund(&attempt.taken).await;
+                    return Err(AuthError::RateLimited {
+                        retry_after: u64::try_from((window_end - now).max(1)).unwrap_or(1),
+                    });
+                }
+                Err(e) => {
+                    self.refund(&attempt.taken).await;
+                    return Err(e.into());
+                }
+            }
         }
-        Ok(LoginGuard {
-            had_failures: count > 0,
-        })
+        Ok(attempt)
     }
 
-    /// Counts a failed sign-in. Errors are logged, not returned: the client gets
-    /// its 401 either way.
-    pub async fn login_failed(&self, username: &str, ip: IpAddr, now: i64) {
-        let [a, b] = keys(username, ip);
-        if let Err(e) = self
-            .store
-            .record_login_failure(&[&a, &b], now, self.window())
-            .await
-        {
-            tracing::warn!(error = %e, "could not count a failed sign-in");
+    /// Settles an attempt with the sign-in's outcome: a wrong password keeps
+    /// it; a right one clears the account's counter for this address and gives
+    /// the rest back; anything else (no verdict) gives everything back.
+    pub async fn finish_login(&self, attempt: Attempt, outcome: &Result<Authenticated, AuthError>) {
+        match outcome {
+            Err(AuthError::BadCredentials) => {}
+            Ok(_) => {
+                let mut rest = attempt.taken.iter();
+                if let Some((pair, _)) = rest.next() {
+                    if let Err(e) = self.store.clear_login_failures(pair).await {
+                        tracing::warn!(error = %e, "could not clear failed sign-ins");
+                    }
+                }
+                let rest: Vec<_> = rest.cloned().collect();
+                self.refund(&rest).await;
+            }
+            Err(_) => self.refund(&attempt.taken).await,
         }
     }
 
-    /// Forgets an account's failures after it signed in.
-    pub async fn login_succeeded(&self, username: &str, ip: IpAddr) {
-        let [a, _] = keys(username, ip);
-        if let Err(e) = self.store.clear_login_failures(&a).await {
-            tracing::warn!(error = %e, "could not clear failed sign-ins");
+    async fn refund(&self, taken: &[(String, i64)]) {
+        for (key, window_start) in taken {
+            if let Err(e) = self.store.refund_login_attempt(key, *window_start).await {
+                tracing::warn!(error = %e, "could not give back a sign-in attempt");
+            }
         }
     }
 
     fn window(&self) -> i64 {
         i64::try_from(self.settings.login_failure_window.as_secs()).unwrap_or(300)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fold_case_and_group_ipv6_by_64() {
+        let a = keys(
+            "Alice",
+            "2001:db8:1:2:3:4:5:6"
+                .parse()
+                .unwrap_or(IpAddr::from([0; 4])),
+        );
+        let b = keys(
+            "alice",
+            "2001:db8:1:2:ffff::1"
+                .parse()
+                .unwrap_or(IpAddr::from([0; 4])),
+        );
+        assert_eq!(a, b);
+        assert!(a[0].starts_with(&pair_prefix("alice")));
+        assert_eq!(a[1], "account:alice");
+        assert_eq!(a[2], "ip:2001:db8:1:2::/64");
+        let mapped = keys(
+            "x",
+            "::ffff:10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])),
+        );
+        assert_eq!(mapped[2], "ip:10.0.0.1");
+    }
+
+    #[test]
+    fn pair_prefixes_never_contain_one_another() {
+        // `alice` and `alice1`: a prefix match for one never catches the other.
+        let (a, b) = (pair_prefix("alice"), pair_prefix("alice1"));
+        assert!(!a.starts_with(&b) && !b.starts_with(&a));
+        assert_eq!(a.len(), b.len());
     }
 }

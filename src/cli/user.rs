@@ -66,6 +66,12 @@ pub enum UserCommand {
         /// Account name.
         name: Username,
     },
+    /// Lift a sign-in lockout: forget the failed password attempts counted for
+    /// this account name, from every address (local or federated names alike).
+    Unlock {
+        /// Account name as it was typed at sign-in (case does not matter).
+        name: String,
+    },
     /// Import users from an htpasswd file (bcrypt hashes only; upgraded to argon2id
     /// at the next successful login).
     ImportHtpasswd {
@@ -195,6 +201,13 @@ async fn execute(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
             }
             let n = store.revoke_sessions(&name).await?;
             println!("revoked {n} session(s) of {name}");
+        }
+        UserCommand::Unlock { name } => {
+            if name.is_empty() || name.len() > 256 {
+                bail!("an account name is 1-256 bytes");
+            }
+            let n = crate::authn::throttle::unlock(store, &name).await?;
+            println!("unlocked {name}: cleared {n} counter(s) of failed sign-ins");
         }
         UserCommand::ImportHtpasswd { file, mut groups } => {
             groups.sort();

@@ -100,6 +100,19 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: berth itself is saturated (every password-check
+    /// slot busy); the client should retry shortly.
+    pub fn busy(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many sign-ins at once, try again shortly",
+            )
+        }
+    }
+
     /// 500 with no detail.
     pub fn internal() -> Self {
         Self::new(

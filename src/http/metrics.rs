@@ -258,6 +258,7 @@ pub fn backend_of(error: &AuthError) -> &'static str {
             "none"
         }
         AuthError::Internal(_) => "internal",
+        AuthError::Overloaded => "hash_pool",
     }
 }
 

@@ -121,6 +121,10 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
             ApiError::internal()
         }
         AuthError::RateLimited { retry_after } => ApiError::too_many_attempts(retry_after),
+        AuthError::Overloaded => {
+            tracing::warn!("password check refused: every hashing slot stayed busy");
+            ApiError::busy(1)
+        }
         AuthError::IdpUnavailable(cause) => {
             tracing::error!(error = %cause, "identity provider unreachable");
             ApiError::unavailable("the identity provider")
@@ -128,7 +132,8 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
     }
 }
 
-/// A password sign-in, throttled per account and address.
+/// A password sign-in, with an attempt taken before the check (see
+/// `authn::throttle`) and settled with its outcome.
 async fn password_login(
     state: &AppState,
     username: &str,
@@ -136,20 +141,10 @@ async fn password_login(
     ip: IpAddr,
     now: i64,
 ) -> Result<Authenticated, AuthError> {
-    let guard = state.auth.guard_login(username, &password, ip, now).await?;
-    match state.auth.password(username, password).await {
-        Ok(ok) => {
-            if guard.had_failures {
-                state.auth.login_succeeded(username, ip).await;
-            }
-            Ok(ok)
-        }
-        Err(AuthError::BadCredentials) => {
-            state.auth.login_failed(username, ip, now).await;
-            Err(AuthError::BadCredentials)
-        }
-        Err(e) => Err(e),
-    }
+    let attempt = state.auth.begin_login(username, &password, ip, now).await?;
+    let outcome = state.auth.password(username, password).await;
+    state.auth.finish_login(attempt, &outcome).await;
+    outcome
 }
 
 async fn issue(

@@ -16,6 +16,7 @@ mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use generation::Generation;
+pub use limits::Take;
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 

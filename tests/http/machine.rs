@@ -5,7 +5,6 @@
 //! itself (`robot`, `token`, `audit`, `user`) runs as the real binary on the
 //! server's database.
 
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -131,7 +130,7 @@ impl Drop for TestDb {
     }
 }
 
-async fn server(db: &TestDb, extra: &str) -> TestServer {
+pub async fn server(db: &TestDb, extra: &str) -> TestServer {
     TestServer::start(Opts {
         policy: Some(POLICY),
         database: Some(db.url.clone()),
@@ -221,7 +220,7 @@ async fn granted(s: &TestServer, user: &str, secret: &str, scopes: &[&str]) -> V
     claims["access"].clone()
 }
 
-fn query(user: &str, scopes: &[&str]) -> String {
+pub fn query(user: &str, scopes: &[&str]) -> String {
     let mut q = format!("service={SVC}&account={}", enc(user));
     for sc in scopes {
         q.push_str(&format!("&scope={}", enc(sc)));
@@ -271,7 +270,7 @@ async fn expect(s: &TestServer, status: u16, user: &str, secret: &str, scope: &s
 }
 
 /// Runs the CLI on `db` and asserts it succeeded.
-async fn cli_ok(db: &str, args: &[&str]) -> CliOut {
+pub async fn cli_ok(db: &str, args: &[&str]) -> CliOut {
     ok(
         cli(db, args, None).await,
         &format!("berth {}", args.join(" ")),
@@ -279,7 +278,12 @@ async fn cli_ok(db: &str, args: &[&str]) -> CliOut {
 }
 
 /// A robot made as `berth robot create` makes it; returns its secret.
-async fn add_robot(s: &TestServer, name: &str, groups: &[&str], expires_at: Option<i64>) -> String {
+pub async fn add_robot(
+    s: &TestServer,
+    name: &str,
+    groups: &[&str],
+    expires_at: Option<i64>,
+) -> String {
     let (secret, hash) = new_secret(ROBOT_SECRET_PREFIX).unwrap();
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     s.store()
@@ -290,7 +294,7 @@ async fn add_robot(s: &TestServer, name: &str, groups: &[&str], expires_at: Opti
 }
 
 /// A personal access token made through the store; returns it.
-async fn add_token(s: &TestServer, name: &str, limit: &str, expires_at: i64) -> String {
+pub async fn add_token(s: &TestServer, name: &str, limit: &str, expires_at: i64) -> String {
     let (secret, hash) = new_secret(ACCESS_TOKEN_PREFIX).unwrap();
     s.store()
         .create_access_token(
@@ -1261,210 +1265,6 @@ async fn audit_log_postgres() {
     if let Some(db) = TestDb::postgres("audit_log_postgres").await {
         audit(db).await;
     }
-}
-
-// ---------------------------------------------------------------------------
-// Throttling
-
-/// A client whose connections come from `ip` (any 127.0.0.0/8 address is
-/// loopback), so the server sees different client addresses.
-fn client_from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(Some(ip.parse::<IpAddr>().unwrap()))
-        .build()
-        .unwrap()
-}
-
-async fn login_from(
-    c: &reqwest::Client,
-    s: &TestServer,
-    user: &str,
-    password: &str,
-) -> (u16, Option<String>, Value) {
-    let r = c
-        .get(format!(
-            "{}/token?{}",
-            s.base,
-            query(user, &["repository:x/y:pull"])
-        ))
-        .basic_auth(user, Some(password))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap_or("").to_owned());
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    (status, retry, body)
-}
-
-#[track_caller]
-fn throttled(got: (u16, Option<String>, Value), what: &str) {
-    let (status, retry, body) = got;
-    assert_eq!(status, 429, "{what}: expected 429, got {status}: {body}");
-    let secs: u64 = retry
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{what}: 429 without a numeric Retry-After: {retry:?}"));
-    assert!((1..=300).contains(&secs), "{what}: Retry-After {secs}");
-    assert_eq!(body["error"], "slow_down", "{what}: {body}");
-}
-
-async fn throttling(db: TestDb) {
-    let s = server(&db, "").await;
-    for u in ["alice", "bob", "carol", "dave"] {
-        s.add_user(u, &format!("{u}-pw"), &[]).await;
-    }
-    let (c1, c2, c3) = (
-        client_from("127.0.0.1"),
-        client_from("127.0.0.2"),
-        client_from("127.0.0.3"),
-    );
-    // Before any failure: carol signs in (and is cached), dave gets a refresh token.
-    assert_eq!(login_from(&c3, &s, "carol", "carol-pw").await.0, 200);
-    let dave = s
-        .get(
-            &format!("account=dave&offline_token=true&service={SVC}"),
-            Some(("dave", "dave-pw")),
-        )
-        .await
-        .ok()["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
-    // Per account: ten failures from 127.0.0.1 lock alice everywhere.
-    for i in 1..=10 {
-        let (st, _, body) = login_from(&c1, &s, "alice", "guess").await;
-        assert_eq!(st, 401, "failure {i} of 10 is still a 401: {body}");
-    }
-    throttled(
-        login_from(&c2, &s, "alice", "alice-pw").await,
-        "alice's 11th attempt, right password, from another address",
-    );
-    throttled(
-        login_from(&c3, &s, "alice", "guess").await,
-        "alice, wrong password, locked",
-    );
-    let r = s
-        .post(&[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "alice-pw"),
-            ("service", SVC),
-            ("client_id", "docker"),
-        ])
-        .await;
-    assert_eq!(r.status, 429, "password grant while locked: {}", r.text());
-    assert!(r.header("retry-after").is_some());
-
-    // Per address: 127.0.0.1 made ten failures, so bob is refused from there
-    // but not from elsewhere.
-    throttled(
-        login_from(&c1, &s, "bob", "bob-pw").await,
-        "bob from the address that made ten failures",
-    );
-    assert_eq!(login_from(&c3, &s, "bob", "bob-pw").await.0, 200);
-    // Anonymous requests and refresh tokens are no sign-in attempts.
-    let r = c1
-        .get(format!(
-            "{}/token?service={SVC}&scope=repository:x/y:pull",
-            s.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "anonymous from a throttled address"
-    );
-    let r = c1
-        .post(format!("{}/token", s.base))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", dave.as_str()),
-            ("service", SVC),
-            ("client_id", "docker"),
-            ("scope", "repository:dave/app:pull"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "refresh grant from a throttled address"
-    );
-
-    // A credential cached before the lockout keeps working; guesses do not.
-    for _ in 0..10 {
-        assert_eq!(login_from(&c2, &s, "carol", "guess").await.0, 401);
-    }
-    throttled(
-        login_from(&c2, &s, "carol", "guess2").await,
-        "carol, guessing past the limit",
-    );
-    for c in [&c1, &c2, &c3] {
-        let (st, _, body) = login_from(c, &s, "carol", "carol-pw").await;
-        assert_eq!(
-            st, 200,
-            "carol's cached credential after the lockout: {body}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_sqlite() {
-    throttling(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_postgres() {
-    if let Some(db) = TestDb::postgres("throttling_postgres").await {
-        throttling(db).await;
-    }
-}
-
-/// Two servers on one PostgreSQL database count failures together.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_is_shared_between_replicas() {
-    let Some(db) = TestDb::postgres("throttling_is_shared_between_replicas").await else {
-        return;
-    };
-    let a = server(&db, "").await;
-    let b = server(&db, "").await;
-    a.add_user("alice", "alice-pw", &[]).await;
-    a.add_user("bob", "bob-pw", &[]).await;
-    let (c1, c2, c3) = (
-        client_from("127.0.0.1"),
-        client_from("127.0.0.2"),
-        client_from("127.0.0.3"),
-    );
-    // alice: five failures on each replica, from two addresses.
-    for _ in 0..5 {
-        assert_eq!(login_from(&c1, &a, "alice", "guess").await.0, 401);
-        assert_eq!(login_from(&c2, &b, "alice", "guess").await.0, 401);
-    }
-    throttled(
-        login_from(&c3, &a, "alice", "alice-pw").await,
-        "alice on replica A after 5 failures on A and 5 on B",
-    );
-    throttled(
-        login_from(&c3, &b, "alice", "alice-pw").await,
-        "alice on replica B after 5 failures on A and 5 on B",
-    );
-    // 127.0.0.1: five failures on A so far; five more on B, for an unknown name.
-    for _ in 0..5 {
-        assert_eq!(login_from(&c1, &b, "nosuchuser", "guess").await.0, 401);
-    }
-    throttled(
-        login_from(&c1, &a, "bob", "bob-pw").await,
-        "bob on A from an address with failures on both replicas",
-    );
-    assert_eq!(login_from(&c3, &b, "bob", "bob-pw").await.0, 200);
 }
 
 // ---------------------------------------------------------------------------
