@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Renders berth's compatibility table from the end-to-end results.
 
-The compatibility tests (tests/e2e/compat.rs, compat_clients.rs) append one JSON
+The compatibility tests (tests/e2e/compat.rs, compat_clients*.rs) append one JSON
 object per cell to target/compat-results.jsonl. This script turns that file into
 the README section between the markers
 
@@ -46,7 +46,7 @@ ROTATION_ROWS = [
     ("distribution 3.1", "rootcertbundle", "x5c"),
     ("distribution 3.1", "jwks", "thumbprint"),
 ]
-CLIENTS = ["docker", "podman", "skopeo", "crane", "oras"]
+CLIENTS = ["docker", "podman", "skopeo", "crane", "oras", "helm", "buildah", "ctr", "regctl", "cosign"]
 REGISTRIES = ["distribution 2.8", "distribution 3.1"]
 
 
@@ -141,7 +141,14 @@ def render(cells):
     out.append(
         "Login, push, pull and a refused push, with the registry configured by exactly what "
         "`berth registry-config --flavor distribution2|distribution3` prints (ES256 key; "
-        "`key_id` libtrust for 2.8, thumbprint for 3.1)."
+        "`key_id` libtrust for 2.8, thumbprint for 3.1). "
+        "helm pushes and pulls an OCI chart after `helm registry login`. "
+        "buildah is also refused an anonymous pull (with `--policy always`: its default "
+        "`missing` would not ask the registry for an image it holds). "
+        "`ctr` (containerd 1.6) has no login command and sends `--user` with each request, "
+        "so its login is a wrong password being refused. "
+        "cosign signs with a local key and no transparency log (push), verifies (pull), and "
+        "a user who may pull the image but not push is refused a signature."
     )
     out.append("")
     out.append("| client | " + " | ".join(REGISTRIES) + " |")

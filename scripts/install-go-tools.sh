@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Builds the Go programs berth's compatibility tests (tests/e2e/compat.rs) drive,
-# from the Go module proxy, into a per-machine cache so they are built once and
-# reused. Nothing here is needed to build or run berth itself.
+# Builds the Go programs berth's compatibility tests (tests/e2e/compat*.rs,
+# conformance.rs) drive, from the Go module proxy, into a per-machine cache so
+# they are built once and reused. Nothing here is needed to build or run berth
+# itself.
 #
-#   registry  distribution 3.x: the newest registry line; verifies tokens
-#             differently from 2.8 (thumbprint kids, JWKS files, aud lists)
-#   crane     go-containerregistry's client: login/push/pull against berth
-#   oras      ORAS client: login/push/pull of artifacts against berth
+#   registry     distribution 3.x: the newest registry line; verifies tokens
+#                differently from 2.8 (thumbprint kids, JWKS files, aud lists)
+#   crane        go-containerregistry's client: login/push/pull against berth
+#   oras         ORAS client: login/push/pull of artifacts against berth
+#   helm         helm 3: registry login, push and pull of OCI charts
+#   regctl       regclient's client: login/push/pull against berth
+#   cosign       sigstore's signer: signs and verifies images in the registry
+#                (the slowest build, about 4 minutes)
+#   conformance  the OCI distribution-spec conformance suite, run against a
+#                registry with berth as its realm (the module is not tagged;
+#                pinned to a pseudo-version)
 #
 # The tests look for the binaries in $BERTH_GO_TOOLS (default below), then PATH.
 # A binary is rebuilt only when missing or built from another module version
@@ -21,6 +29,10 @@ tools=(
   "registry|github.com/distribution/distribution/v3/cmd/registry|github.com/distribution/distribution/v3|v3.1.2"
   "crane|github.com/google/go-containerregistry/cmd/crane|github.com/google/go-containerregistry|v0.22.1"
   "oras|oras.land/oras/cmd/oras|oras.land/oras|v1.3.6"
+  "helm|helm.sh/helm/v3/cmd/helm|helm.sh/helm/v3|v3.22.0"
+  "regctl|github.com/regclient/regclient/cmd/regctl|github.com/regclient/regclient|v0.11.7"
+  "cosign|github.com/sigstore/cosign/v2/cmd/cosign|github.com/sigstore/cosign/v2|v2.6.5"
+  "conformance|github.com/opencontainers/distribution-spec/conformance|github.com/opencontainers/distribution-spec/conformance|v0.0.0-20260831232431-97274622c111"
 )
 # zot (zotregistry.dev/zot) is not built: its module is not served by the Go
 # module proxy this project can reach, so it cannot be installed the same way.

@@ -4,10 +4,12 @@
 set -euo pipefail
 
 # dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
-# root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables, containerd,
+# root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables,
 # runc and containers-common (policy.json) come as dependencies.
-packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime)
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime buildah containerd)
 declare -A why=(
+  [buildah]="buildah login/push/pull end-to-end tests (compatibility matrix)"
+  [containerd]="containerd + ctr: the tests start their own containerd and pull/push with ctr (compatibility matrix)"
   [containernetworking-plugins]="podman 4.3 (CNI backend) refuses every command, even pull/push, when no CNI plugin dir exists"
   [faketime]="libfaketime: berth doctor's clock-skew test runs berth with a clock 10 minutes off"
   [docker.io]="dockerd + docker client: docker login/push/pull end-to-end tests"
@@ -61,7 +63,8 @@ fi
 # The exact binaries the tests call (docker: Debian's client, not another one
 # that may sit earlier in PATH).
 status=0
-for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/docker-registry /usr/bin/podman /usr/bin/skopeo; do
+for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/docker-registry /usr/bin/podman /usr/bin/skopeo \
+  /usr/bin/buildah /usr/bin/containerd /usr/bin/ctr; do
   if [ ! -x "$bin" ]; then
     echo "install-test-deps: $bin missing after install" >&2
     status=1
@@ -71,8 +74,9 @@ if [ ! -e /etc/containers/policy.json ]; then
   echo "install-test-deps: /etc/containers/policy.json missing (containers-common)" >&2
   status=1
 fi
-# distribution 3.x, crane and oras for the compatibility matrix: built from the
-# Go module proxy once per machine (cached; see the script).
+# distribution 3.x, crane, oras, helm, regctl, cosign and the OCI conformance
+# suite for the compatibility tests: built from the Go module proxy once per
+# machine (cached; see the script).
 if ! "$(dirname "${BASH_SOURCE[0]}")/install-go-tools.sh"; then
   echo "install-test-deps: the Go-built registry and clients are missing" >&2
   status=1

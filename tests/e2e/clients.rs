@@ -1,5 +1,5 @@
-//! skopeo and podman invocations isolated from the machine's global state:
-//! own auth file, own HOME/XDG dirs, own podman storage.
+//! skopeo, podman and buildah invocations isolated from the machine's global state:
+//! own auth file, own HOME/XDG dirs, own podman/buildah storage.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +66,19 @@ impl ClientEnv {
             ])
             .arg("--tmpdir")
             .arg(self.root.join("tmp"))
+            .args(args);
+        run(&mut cmd, stdin, timeout)
+    }
+
+    /// buildah with the same private storage layout as [`ClientEnv::podman`].
+    pub fn buildah(&self, args: &[&str], stdin: Option<&str>, timeout: Duration) -> Out {
+        let mut cmd = Command::new("buildah");
+        self.apply(&mut cmd);
+        cmd.arg("--root")
+            .arg(self.root.join("storage"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs"])
             .args(args);
         run(&mut cmd, stdin, timeout)
     }

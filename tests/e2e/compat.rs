@@ -82,6 +82,7 @@ impl Ops {
 const DENIAL: &[&str] = &[
     "unauthorized",
     "denied",
+    "insufficient_scope",
     "authentication required",
     "invalid username/password",
     "http 401",

@@ -1,7 +1,8 @@
 //! The client half of the compatibility matrix: docker, podman, skopeo, crane and
 //! oras log in, push, pull, and are refused a push to someone else's repository,
 //! through one registry per flavor configured with exactly what
-//! `berth registry-config --flavor …` printed.
+//! `berth registry-config --flavor …` printed. The stack and the recording of
+//! cells are shared with the other clients (`compat_clients_more.rs`).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,12 +12,11 @@ use serde_json::json;
 
 use crate::clients::{ClientEnv, LOGIN_TIMEOUT, TRANSFER_TIMEOUT};
 use crate::compat::{parallel, record, refused, Job, Ops};
-use crate::components::{tools_available, Dockerd, ALICE_PASSWORD, DOCKER_BIN, REGISTRY_BIN};
+use crate::components::{tools_available, Dockerd, ALICE_PASSWORD, DOCKER_BIN};
 use crate::image::{config_digest_in_layout, write_oci_image};
 use crate::proc::{run, Out};
 use crate::registries::{
-    dist3_bin, go_tool, lowercase_tempdir, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec,
-    Trust,
+    go_tool, lowercase_tempdir, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec, Trust,
 };
 
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -24,11 +24,11 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(180);
 /// The registry as clients address it: by host name, like berth's realm. oras
 /// refuses a realm on a loopback or private address unless its host name is the
 /// registry's; crane refuses a realm that is such an IP literal.
-fn client_host(reg: &Reg) -> String {
+pub fn client_host(reg: &Reg) -> String {
     reg.host.replace("127.0.0.1", "localhost")
 }
 
-fn short(out: &Out) -> String {
+pub fn short(out: &Out) -> String {
     let text = out.text();
     let line = text
         .lines()
@@ -186,7 +186,7 @@ fn podman(reg: &Reg, work: &Path) -> Ops {
 }
 
 /// A command with HOME and DOCKER_CONFIG inside `work`.
-fn isolated(program: &str, work: &Path) -> Command {
+pub fn isolated(program: &str, work: &Path) -> Command {
     let home = work.join("home");
     std::fs::create_dir_all(home.join(".docker")).expect("mkdir home");
     let mut cmd = Command::new(program);
@@ -328,7 +328,7 @@ fn docker(reg: &Reg, d: &Dockerd, work: &Path) -> Ops {
 }
 
 /// The registry block `berth registry-config` prints, used verbatim.
-fn printed_block(berth: &CBerth, flavor: &str, service: &str) -> String {
+pub fn printed_block(berth: &CBerth, flavor: &str, service: &str) -> String {
     let out = berth.cli_ok(
         &["registry-config", "--flavor", flavor, "--service", service],
         None,
@@ -341,18 +341,89 @@ fn printed_block(berth: &CBerth, flavor: &str, service: &str) -> String {
     out.stdout
 }
 
+/// berth and one registry of `kind` configured with exactly what
+/// `berth registry-config --flavor …` prints: what every client cell goes through.
+pub struct ClientsStack {
+    pub kind: Kind,
+    pub flavor: &'static str,
+    pub mode: &'static str,
+    pub berth: CBerth,
+    pub reg: Reg,
+}
+
+impl ClientsStack {
+    /// `extra_policy` adds rules to the shipped policy (see [`BerthOpts`]).
+    pub fn start(kind: Kind, extra_policy: Option<String>) -> ClientsStack {
+        let (flavor, mode, service) = match kind {
+            Kind::Dist2 => ("distribution2", "libtrust", "d2.clients.test"),
+            Kind::Dist3 => ("distribution3", "thumbprint", "d3.clients.test"),
+        };
+        let berth = CBerth::start(BerthOpts {
+            services: vec![ServiceSpec::new(service, mode)],
+            public_host: "localhost",
+            extra_policy,
+            ..BerthOpts::default()
+        });
+        let mut spec =
+            RegistrySpec::for_berth(kind, &berth, service, Trust::Bundle(berth.bundle_path()));
+        spec.auth_block = Some(printed_block(&berth, flavor, service));
+        let reg = Reg::start(spec);
+        ClientsStack {
+            kind,
+            flavor,
+            mode,
+            berth,
+            reg,
+        }
+    }
+
+    /// Records each client's cell in the matrix and fails the test when one
+    /// does not work, naming the clients and why.
+    pub fn report(&self, test: &str, started: Instant, results: &[(&'static str, Ops)]) {
+        let kind = self.kind;
+        let mut failed = Vec::new();
+        for (client, ops) in results {
+            eprintln!(
+                "client {client} on {}: {} {}",
+                kind.label(),
+                if ops.works() { "works" } else { "FAILS" },
+                ops.why.as_deref().unwrap_or("")
+            );
+            record(json!({
+                "table": "clients",
+                "registry": kind.label(),
+                "trust": "registry-config --flavor ".to_string() + self.flavor,
+                "alg": "ES256",
+                "mode": self.mode,
+                "client": client,
+                "ops": ops.json(),
+                "works": ops.works(),
+                "expected": true,
+                "why": ops.why,
+            }));
+            if !ops.works() {
+                failed.push(format!("{client}: {}", ops.why.clone().unwrap_or_default()));
+            }
+        }
+        eprintln!("{test}: {:?}", started.elapsed());
+        assert!(
+            failed.is_empty(),
+            "clients failing on {}:\n{}\n{}\n{}",
+            kind.label(),
+            failed.join("\n"),
+            self.reg.log_tail(30),
+            self.berth.log_tail(20)
+        );
+    }
+}
+
 fn client_matrix(kind: Kind) {
     let crane_bin = go_tool("crane");
     let oras_bin = go_tool("oras");
-    let d3 = dist3_bin();
-    let registry_bin = if kind == Kind::Dist2 {
-        REGISTRY_BIN
-    } else {
-        d3.as_str()
-    };
+    let registry = kind.bin();
     let test = format!("compat clients {}", kind.label());
     let tools = [
-        registry_bin,
+        registry.as_str(),
         "skopeo",
         "podman",
         "dockerd",
@@ -364,19 +435,7 @@ fn client_matrix(kind: Kind) {
         return;
     }
     let started = Instant::now();
-    let (flavor, mode, service) = match kind {
-        Kind::Dist2 => ("distribution2", "libtrust", "d2.clients.test"),
-        Kind::Dist3 => ("distribution3", "thumbprint", "d3.clients.test"),
-    };
-    let berth = CBerth::start(BerthOpts {
-        services: vec![ServiceSpec::new(service, mode)],
-        public_host: "localhost",
-        ..BerthOpts::default()
-    });
-    let mut spec =
-        RegistrySpec::for_berth(kind, &berth, service, Trust::Bundle(berth.bundle_path()));
-    spec.auth_block = Some(printed_block(&berth, flavor, service));
-    let reg = Reg::start(spec);
+    let stack = ClientsStack::start(kind, None);
     let dockerd = Dockerd::start();
     let work = lowercase_tempdir("berth-compat-clients-");
     let w = |name: &str| {
@@ -384,7 +443,7 @@ fn client_matrix(kind: Kind) {
         std::fs::create_dir_all(&p).expect("mkdir");
         p
     };
-    let (reg, d) = (&reg, &dockerd);
+    let (reg, d) = (&stack.reg, &dockerd);
     let jobs: Vec<Job<'_, (&'static str, Ops)>> = vec![
         Box::new(move || ("docker", docker(reg, d, &w("docker")))),
         Box::new(move || ("podman", podman(reg, &w("podman")))),
@@ -393,39 +452,7 @@ fn client_matrix(kind: Kind) {
         Box::new(move || ("oras", oras(reg, &w("oras")))),
     ];
     let results = parallel(5, jobs);
-    let mut failed = Vec::new();
-    for (client, ops) in &results {
-        eprintln!(
-            "client {client} on {}: {} {}",
-            kind.label(),
-            if ops.works() { "works" } else { "FAILS" },
-            ops.why.as_deref().unwrap_or("")
-        );
-        record(json!({
-            "table": "clients",
-            "registry": kind.label(),
-            "trust": "registry-config --flavor ".to_string() + flavor,
-            "alg": "ES256",
-            "mode": mode,
-            "client": client,
-            "ops": ops.json(),
-            "works": ops.works(),
-            "expected": true,
-            "why": ops.why,
-        }));
-        if !ops.works() {
-            failed.push(format!("{client}: {}", ops.why.clone().unwrap_or_default()));
-        }
-    }
-    eprintln!("{test}: {:?}", started.elapsed());
-    assert!(
-        failed.is_empty(),
-        "clients failing on {}:\n{}\n{}\n{}",
-        kind.label(),
-        failed.join("\n"),
-        reg.log_tail(30),
-        berth.log_tail(20)
-    );
+    stack.report(&test, started, &results);
 }
 
 #[test]

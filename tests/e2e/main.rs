@@ -1,5 +1,7 @@
 //! End-to-end tests: berth in front of a real `docker-registry` (distribution
 //! 2.8, `auth.token`), driven by the real clients docker, podman and skopeo.
+//! The compatibility matrix (`compat*.rs`) adds distribution 3.x and more
+//! clients; `conformance.rs` runs the OCI distribution-spec conformance suite.
 //!
 //! Every test starts its own berth + registry (+ dockerd) in temp dirs on free
 //! loopback ports, so tests share no state and may run in any order or in
@@ -13,7 +15,10 @@
 mod clients;
 mod compat;
 mod compat_clients;
+mod compat_clients_more;
+mod compat_ctr_cosign;
 mod components;
+mod conformance;
 mod container;
 mod doctor;
 mod faults;
