@@ -180,6 +180,14 @@ pub async fn build(
     let policies = PolicyHandle::load(&config.policies_dir)?;
     boot.policy_warnings = policies.status().warnings;
     let store = open_store(&config, admin_password, &mut boot).await?;
+    let sqlite = match &config.database {
+        crate::config::Database::Sqlite(path) => Some(path.as_path()),
+        crate::config::Database::Postgres(_) => None,
+    };
+    for warning in crate::custody::exposed(&crate::custody::secret_files(&config.keys_dir, sqlite))
+    {
+        tracing::warn!("{warning}");
+    }
     let auth = Authenticator::new(
         store,
         AuthSettings {

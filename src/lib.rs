@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authn;
 pub mod cli;
 pub mod config;
+pub mod custody;
 pub mod doctor;
 pub mod http;
 pub mod net;

@@ -10,6 +10,7 @@
 //!   successes, and every hit is checked against the user's current epoch;
 //! - refresh tokens are stored only as SHA-256 hashes.
 
+pub mod flight;
 pub mod machine;
 pub mod oidc;
 pub mod password;
@@ -203,6 +204,7 @@ pub struct Authenticator {
     cache_key: hmac::Key,
     dummy_hash: Arc<str>,
     hash_permits: Arc<Semaphore>,
+    flights: flight::Flights,
     oidc: Option<Arc<oidc::Oidc>>,
     settings: AuthSettings,
     rng: SystemRandom,
@@ -279,6 +281,7 @@ impl Authenticator {
             cache_key,
             dummy_hash: dummy.into(),
             hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
+            flights: flight::Flights::default(),
             oidc: None,
             settings,
             rng,

@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use ring::digest::{digest, SHA256};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::flight::{self, Role, Shared};
 use super::{machine, oidc, AuthError, Authenticated, Authenticator};
 use crate::store::{Store, StoreError, Take};
 
@@ -90,10 +91,10 @@ pub async fn unlock(store: &Store, username: &str) -> Result<u64, StoreError> {
         .await
 }
 
-/// Attempts taken for one sign-in, settled by [`Authenticator::finish_login`].
+/// Attempts taken for one sign-in, settled with its outcome.
 #[derive(Debug, Default)]
 #[must_use = "an attempt must be settled with finish_login"]
-pub struct Attempt {
+struct Attempt {
     /// Counter key and the window start each attempt went into.
     taken: Vec<(String, i64)>,
 }
@@ -111,9 +112,46 @@ impl Authenticator {
             || (self.oidc.is_some() && (oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some()))
     }
 
+    /// A password sign-in: one check per distinct credential in flight (see
+    /// `flight`), with an attempt taken before it and settled with its outcome.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: SecretString,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        match self.flights.join(self.cache_key(username, &password)) {
+            Role::Follower(slot) => match flight::wait(slot).await {
+                Shared::Ok(auth) => Ok(*auth),
+                Shared::BadCredentials => Err(AuthError::BadCredentials),
+                Shared::RateLimited(retry_after) => Err(AuthError::RateLimited { retry_after }),
+                Shared::Retry => self.counted_login(username, password, ip, now).await,
+            },
+            Role::Leader(leader) => {
+                let outcome = self.counted_login(username, password, ip, now).await;
+                leader.finish(Shared::of(&outcome));
+                outcome
+            }
+        }
+    }
+
+    async fn counted_login(
+        &self,
+        username: &str,
+        password: SecretString,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        let attempt = self.begin_login(username, &password, ip, now).await?;
+        let outcome = self.password(username, password).await;
+        self.finish_login(attempt, &outcome).await;
+        outcome
+    }
+
     /// Takes an attempt for a password sign-in, or refuses it with
     /// [`AuthError::RateLimited`] before any password check.
-    pub async fn begin_login(
+    async fn begin_login(
         &self,
         username: &str,
         password: &SecretString,
@@ -155,7 +193,7 @@ impl Authenticator {
     /// Settles an attempt with the sign-in's outcome: a wrong password keeps
     /// it; a right one clears the account's counter for this address and gives
     /// the rest back; anything else (no verdict) gives everything back.
-    pub async fn finish_login(&self, attempt: Attempt, outcome: &Result<Authenticated, AuthError>) {
+    async fn finish_login(&self, attempt: Attempt, outcome: &Result<Authenticated, AuthError>) {
         match outcome {
             Err(AuthError::BadCredentials) => {}
             Ok(_) => {

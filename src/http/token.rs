@@ -132,21 +132,6 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
     }
 }
 
-/// A password sign-in, with an attempt taken before the check (see
-/// `authn::throttle`) and settled with its outcome.
-async fn password_login(
-    state: &AppState,
-    username: &str,
-    password: secrecy::SecretString,
-    ip: IpAddr,
-    now: i64,
-) -> Result<Authenticated, AuthError> {
-    let attempt = state.auth.begin_login(username, &password, ip, now).await?;
-    let outcome = state.auth.password(username, password).await;
-    state.auth.finish_login(attempt, &outcome).await;
-    outcome
-}
-
 async fn issue(
     state: &AppState,
     req: TokenRequest,
@@ -170,7 +155,9 @@ async fn issue(
         Credentials::Anonymous => Authenticated::local(None, Identity::anonymous()),
         Credentials::Password { username, password } => {
             log.account = username.chars().take(64).collect();
-            password_login(state, &username, password, ip, now.unix_timestamp())
+            state
+                .auth
+                .login(&username, password, ip, now.unix_timestamp())
                 .await
                 .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?
         }

@@ -164,10 +164,12 @@ impl Store {
         let (url, backend, max) = match db {
             Database::Sqlite(path) => {
                 if let Some(parent) = path.parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent)?;
+                    if !parent.as_os_str().is_empty() && !parent.exists() {
+                        crate::custody::private_dir(parent)?;
                     }
                 }
+                // 0600 from the start; SQLite's -wal and -shm files follow it.
+                crate::custody::private_file(path)?;
                 let url = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)

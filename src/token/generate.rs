@@ -103,7 +103,7 @@ pub fn ensure_ca(dir: &Path, now: OffsetDateTime) -> Result<(), KeyError> {
 }
 
 fn load_or_create_ca(dir: &Path, now: OffsetDateTime) -> Result<Ca, KeyError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::custody::private_dir(dir).map_err(io_err(dir))?;
     let key_path = dir.join(format!("{CA_NAME}.key"));
     let crt_path = dir.join(format!("{CA_NAME}.crt"));
     if key_path.exists() {

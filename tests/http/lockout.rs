@@ -280,3 +280,52 @@ async fn full_hash_queue_answers_503() {
     assert!(busy > 0, "48 sign-ins at once never found every slot busy");
     assert_eq!(login_from(&c, &s, "alice", "alice-pw").await.0, 200);
 }
+
+/// Thirty-two parallel sign-ins with the same right password and a cold cache
+/// (one CI job's pulls) share one check, so a limit of 3 refuses none of them;
+/// thirty-two identical wrong ones are one guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_parallel_sign_ins_share_one_check() {
+    let db = TestDb::sqlite();
+    let s = server(&db, "login_failure_limit = 3").await;
+    s.add_user("alice", "alice-pw", &[]).await;
+    let run = |from: &'static str, password: &'static str| {
+        let c = client_from(from);
+        let base = s.base.clone();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..32 {
+                let (c, base) = (c.clone(), base.clone());
+                tasks.spawn(async move {
+                    c.get(format!(
+                        "{base}/token?{}",
+                        query("alice", &["repository:x/y:pull"])
+                    ))
+                    .basic_auth("alice", Some(password))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+                });
+            }
+            let mut statuses = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                statuses.push(r.unwrap());
+            }
+            statuses
+        }
+    };
+    let wrong = run("127.0.0.10", "guess").await;
+    assert_eq!(count(&wrong, 401), 32, "{wrong:?}");
+    // The identical guesses were one failure: two distinct ones still get a
+    // password check each, and only the next is refused (limit 3).
+    let c = client_from("127.0.0.10");
+    assert_eq!(login_from(&c, &s, "alice", "guess-a").await.0, 401);
+    assert_eq!(login_from(&c, &s, "alice", "guess-b").await.0, 401);
+    throttled(
+        login_from(&c, &s, "alice", "guess-c").await,
+        "a 4th distinct guess",
+    );
+    let right = run("127.0.0.11", "alice-pw").await;
+    assert_eq!(count(&right, 200), 32, "{right:?}");
+}

@@ -167,6 +167,17 @@ fn serve_starts_in_an_empty_directory_and_writes_the_default_policy() {
         .find(|e| e.path().extension().is_some_and(|x| x == "key"))
         .expect("a private key in keys/");
     assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    // The database, its WAL and the directories holding secrets are berth's alone.
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("data/berth.db"), 0o600);
+    assert_eq!(mode("data/berth.db-wal"), 0o600);
+    assert_eq!(mode("data"), 0o700);
+    assert_eq!(mode("keys"), 0o700);
+    assert!(
+        !serve.output().contains("readable beyond"),
+        "a fresh start warns about its own files:\n{}",
+        serve.output()
+    );
     assert!(
         serve
             .output()
@@ -196,6 +207,12 @@ fn serve_starts_in_an_empty_directory_and_writes_the_default_policy() {
     assert!(lint.stdout.contains("policies: 2 rules"), "{lint}");
     drop(serve);
 
+    // A database copied in with a loose mode is named at the next start.
+    std::fs::set_permissions(
+        dir.join("data/berth.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     // A restart leaves the operator's edits alone.
     let edited = "# the operator's policy\n[[rule]]\nid = \"pull-all\"\nallow = [\"pull\"]\n";
     std::fs::write(dir.join("policies/default.toml"), edited).unwrap();
@@ -205,6 +222,13 @@ fn serve_starts_in_an_empty_directory_and_writes_the_default_policy() {
         edited
     );
     assert!(!serve.output().contains("Wrote the default policy"));
+    assert!(
+        serve
+            .output()
+            .contains("berth.db is readable beyond berth's user (mode 0644)"),
+        "no warning about a world-readable database:\n{}",
+        serve.output()
+    );
 }
 
 #[test]
