@@ -218,7 +218,12 @@ pub async fn build(
         Some(files) => Some(crate::net::tls::CertStore::load(&files.cert, &files.key)?),
         None => None,
     };
-    let audit = crate::audit::AuditSink::start(auth.store().clone(), config.shutdown_timeout);
+    let audit = crate::audit::AuditSink::start(
+        auth.store().clone(),
+        config.shutdown_timeout,
+        config.audit_queue,
+        config.audit_required,
+    );
     let state = AppState {
         audit,
         config: Arc::new(config),

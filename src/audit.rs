@@ -1,14 +1,22 @@
 //! One record per token decision: a structured log line (target `berth::decision`;
 //! JSON with `BERTH_LOG_FORMAT=json`) and a row in the database's audit log.
 //!
-//! Rows are written by a background task in batches, off the request path. When
-//! the database is down the task keeps the records in memory (up to
-//! [`MAX_BUFFERED`]) and retries, so no record is lost to an outage. A record never
-//! holds a token, password or hash.
+//! Rows are written by a background task in batches, off the request path,
+//! through a bounded queue (`audit_queue`, default 50,000 records). When the
+//! database is down the task retries with what it holds (at most
+//! [`MAX_IN_HAND`] records) and stops taking more, so the queue fills. A request
+//! that finds it full waits up to [`QUEUE_WAIT`] for room; then, with
+//! `audit_required = true`, it is answered 503 and gets no token; otherwise
+//! (the default) it is served, its row is dropped, counted in
+//! `berth_audit_dropped_total` and logged, and its decision line still reaches
+//! the log. The default keeps pulls working through a long database outage,
+//! while the log keeps every decision. Memory stays bounded either way. A
+//! record never holds a token, password or hash.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -17,8 +25,11 @@ use tokio::task::JoinHandle;
 use crate::policy::Kind;
 use crate::store::{AuditRecord, Store};
 
-/// Records kept in memory while the database is unreachable.
-pub const MAX_BUFFERED: usize = 100_000;
+/// Most records the writer holds while the database is unreachable (no more
+/// than the queue's capacity); the rest wait in the queue.
+pub const MAX_IN_HAND: usize = 4 * BATCH;
+/// How long a request waits for room in a full queue.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
 /// Most records written in one transaction.
 const BATCH: usize = 512;
 /// How long the first record of a burst waits for others to share its write.
@@ -129,18 +140,29 @@ type Stopper = Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>;
 /// Where decisions go: the log, and the database writer.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::UnboundedSender<AuditRecord>,
+    tx: mpsc::Sender<AuditRecord>,
+    required: bool,
+    dropped: Arc<AtomicU64>,
     stopper: Stopper,
 }
 
+/// The audit row could not be queued and `audit_required` is set: the request
+/// must fail.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log is not keeping up")]
+pub struct AuditUnavailable;
+
 impl AuditSink {
-    /// Starts the writer task over `store`.
-    pub fn start(store: Store, grace: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Starts the writer task over `store`, with a queue of `capacity` records.
+    pub fn start(store: Store, grace: Duration, capacity: usize, required: bool) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(writer(store, rx, stop_rx, grace));
+        let in_hand = MAX_IN_HAND.min(capacity.max(1));
+        let task = tokio::spawn(writer(store, rx, stop_rx, grace, in_hand));
         AuditSink {
             tx,
+            required,
+            dropped: Arc::new(AtomicU64::new(0)),
             stopper: Arc::new(Mutex::new(Some((stop_tx, task)))),
         }
     }
@@ -158,21 +180,66 @@ impl AuditSink {
         }
     }
 
-    /// Logs the decision and queues its audit row.
-    pub fn record(&self, log: &DecisionLog) {
+    /// Takes room in the queue for one row, waiting up to [`QUEUE_WAIT`]. With
+    /// `audit_required` a full queue is an error; without, the row is dropped,
+    /// counted and logged, and `Ok(None)` lets the request through.
+    pub async fn reserve(
+        &self,
+    ) -> Result<Option<mpsc::OwnedPermit<AuditRecord>>, AuditUnavailable> {
+        let permit = match self.tx.clone().try_reserve_owned() {
+            Ok(p) => Ok(p),
+            Err(mpsc::error::TrySendError::Full(tx)) => {
+                match tokio::time::timeout(QUEUE_WAIT, tx.reserve_owned()).await {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(_)) => Err(false),
+                    Err(_) => Err(true),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(false),
+        };
+        match permit {
+            Ok(p) => Ok(Some(p)),
+            // Stopped (shutting down): the log line is all that is left.
+            Err(false) => Ok(None),
+            Err(true) if self.required => Err(AuditUnavailable),
+            Err(true) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per thousand drops: the log must not drown too.
+                if n % 1000 == 1 {
+                    tracing::error!(
+                        dropped_total = n,
+                        "audit queue full: decision kept only in the log"
+                    );
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Logs the decision and queues its audit row with the room `permit` holds.
+    pub fn record(&self, log: &DecisionLog, permit: Option<mpsc::OwnedPermit<AuditRecord>>) {
         record(log);
         let at = time::OffsetDateTime::now_utc().unix_timestamp();
-        if self.tx.send(log.to_record(at)).is_err() {
-            tracing::error!(request_id = %log.request_id, "audit writer stopped; record kept only in the log");
+        if let Some(permit) = permit {
+            permit.send(log.to_record(at));
         }
+    }
+
+    /// Rows waiting in the queue, and rows dropped because it was full.
+    pub fn stats(&self) -> (usize, u64) {
+        (
+            self.tx.max_capacity() - self.tx.capacity(),
+            self.dropped.load(Ordering::Relaxed),
+        )
     }
 }
 
 async fn writer(
     store: Store,
-    mut rx: mpsc::UnboundedReceiver<AuditRecord>,
+    mut rx: mpsc::Receiver<AuditRecord>,
     mut stop: oneshot::Receiver<()>,
     grace: Duration,
+    in_hand: usize,
 ) {
     let mut buffer: Vec<AuditRecord> = Vec::new();
     let mut backoff = Duration::from_millis(100);
@@ -229,14 +296,6 @@ async fn writer(
             }
             Err(e) => {
                 tracing::warn!(error = %e, pending = buffer.len(), "audit records not written yet; retrying");
-                if buffer.len() > MAX_BUFFERED {
-                    let drop = buffer.len() - MAX_BUFFERED;
-                    buffer.drain(..drop);
-                    tracing::error!(
-                        dropped = drop,
-                        "audit buffer full; oldest records kept only in the log"
-                    );
-                }
                 // Once stopping, retries end with the grace period, which a
                 // backoff sleep never overruns.
                 let mut wait = backoff;
@@ -259,7 +318,7 @@ async fn writer(
                 loop {
                     tokio::select! {
                         _ = &mut sleep => break,
-                        r = rx.recv(), if !closed => match r {
+                        r = rx.recv(), if !closed && buffer.len() < in_hand => match r {
                             Some(r) => buffer.push(r),
                             None => {
                                 closed = true;

@@ -203,6 +203,11 @@ pub struct Config {
     pub hash_queue_timeout: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
+    /// Audit rows that may wait for the database writer.
+    pub audit_queue: usize,
+    /// A request whose audit row cannot be queued fails with 503 (otherwise the
+    /// row is dropped, counted and logged, and the request served).
+    pub audit_required: bool,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::authn::oidc::OidcSettings,
     /// How long `berth key rotate` publishes a new key before it signs, so
@@ -250,6 +255,8 @@ struct RawConfig {
     login_failure_address_limit: Option<i64>,
     hash_queue_timeout: Option<String>,
     audit_retention: Option<String>,
+    audit_queue: Option<usize>,
+    audit_required: Option<bool>,
     key_publish_delay: Option<String>,
     metrics_listen: Option<String>,
     trusted_proxies: Option<Vec<String>>,
@@ -551,6 +558,23 @@ impl Config {
             raw.audit_retention,
             Duration::from_secs(90 * 86_400),
         )?;
+        let audit_queue = raw.audit_queue.unwrap_or(50_000);
+        if !(1..=10_000_000).contains(&audit_queue) {
+            return Err(invalid("audit_queue", "must be between 1 and 10000000"));
+        }
+        let audit_required = match env.var("BERTH_AUDIT_REQUIRED") {
+            Some(v) => match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(invalid(
+                        "audit_required",
+                        "BERTH_AUDIT_REQUIRED must be true or false",
+                    ))
+                }
+            },
+            None => raw.audit_required.unwrap_or(false),
+        };
 
         let mut services = Vec::new();
         for (i, s) in raw.services.into_iter().enumerate() {
@@ -645,6 +669,8 @@ impl Config {
             login_failure_address_limit,
             hash_queue_timeout,
             audit_retention,
+            audit_queue,
+            audit_required,
             oidc,
             key_publish_delay,
             metrics_listen,

@@ -526,6 +526,33 @@ where
     out
 }
 
+/// A user's refresh tokens are capped: the newest one revokes the oldest.
+async fn refresh_cap(store: &Store) {
+    use berth::store::MAX_REFRESH_PER_USER;
+    let name = user("looper");
+    store
+        .create_user(&name, "$argon2id$x", &[], 100)
+        .await
+        .unwrap();
+    let id = store.find_user(&name).await.unwrap().unwrap().id;
+    let total = MAX_REFRESH_PER_USER + 5;
+    for i in 0..total {
+        let hash = format!("loop-{i:04}");
+        store
+            .insert_refresh(hash.as_bytes(), id, "reg", 1000 + i, 100_000)
+            .await
+            .unwrap();
+    }
+    for i in 0..total {
+        let found = store
+            .find_refresh(format!("loop-{i:04}").as_bytes())
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(found, i >= 5, "refresh token {i} of {total}");
+    }
+}
+
 async fn suite(t: TestDb) {
     let store = Store::open(&t.db).await.unwrap();
     store.ping().await.unwrap();
@@ -536,6 +563,7 @@ async fn suite(t: TestDb) {
     access_tokens(&store).await;
     audit(&store).await;
     login_failures(&store).await;
+    refresh_cap(&store).await;
     generation(&store, &t.db).await;
     federated(&store).await;
     t.finish(store).await;

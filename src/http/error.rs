@@ -122,6 +122,12 @@ impl ApiError {
         )
     }
 
+    /// The same error with another client-facing description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -305,6 +305,7 @@ struct Live {
     policies: Arc<PolicyHandle>,
     signer: Arc<Signer>,
     auth: Arc<Authenticator>,
+    audit: crate::audit::AuditSink,
     tls: Option<Arc<CertStore>>,
 }
 
@@ -349,6 +350,22 @@ impl Collector for Live {
             "1 when the last policy reload failed and the previous policy still serves",
             i64::from(status.stale),
         )?;
+
+        let (queued, dropped) = self.audit.stats();
+        gauge(
+            &mut encoder,
+            "audit_queue_depth",
+            "Audit rows waiting for the database writer",
+            i64::try_from(queued).unwrap_or(i64::MAX),
+        )?;
+        let c = ConstCounter::new(dropped);
+        let m = encoder.encode_descriptor(
+            "audit_dropped",
+            "Audit rows dropped because the queue stayed full (the decision is still logged)",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(m)?;
 
         let keys = &self.signer.keys().keys;
         let active = self.signer.keys().active(now).ok().map(|k| k.name.clone());
@@ -428,6 +445,7 @@ pub fn render(
         policies: state.policies.clone(),
         signer: state.signer.clone(),
         auth: state.auth.clone(),
+        audit: state.audit.clone(),
         tls: state.tls.clone(),
     }));
     let mut body = String::with_capacity(8 * 1024);

@@ -88,10 +88,22 @@ async fn respond(
             e.into_response()
         }
     };
+    // Room for the audit row before the answer goes out: with `audit_required`,
+    // a decision that cannot be recorded grants nothing.
+    let permit = match state.audit.reserve().await {
+        Ok(permit) => permit,
+        Err(e) => {
+            let e = ApiError::busy(1).with_description(e.to_string());
+            log.outcome = e.code();
+            log.error = Some(e.description().to_owned());
+            response = e.into_response();
+            None
+        }
+    };
     log.latency = started.elapsed();
     let outcome = super::metrics::token_outcome(log.outcome, response.status());
     response.extensions_mut().insert(Outcome(outcome));
-    state.audit.record(&log);
+    state.audit.record(&log, permit);
     response
 }
 

@@ -124,6 +124,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// Refresh tokens (docker logins) one user may hold; a new one revokes the oldest.
+pub const MAX_REFRESH_PER_USER: i64 = 100;
+
 /// Handle to the database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -402,7 +405,9 @@ impl Store {
         Ok(res.rows_affected())
     }
 
-    /// Stores a refresh token hash.
+    /// Stores a refresh token hash, and revokes the user's oldest refresh tokens
+    /// beyond [`MAX_REFRESH_PER_USER`], so that a script logging in in a loop
+    /// cannot grow the table (or a user's sessions) without bound.
     pub async fn insert_refresh(
         &self,
         token_hash: &[u8],
@@ -421,6 +426,15 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND token_hash NOT IN
+               (SELECT token_hash FROM refresh_tokens WHERE user_id = $1
+                ORDER BY created_at DESC, last_used_at DESC, token_hash DESC LIMIT $2)",
+        )
+        .bind(user_id)
+        .bind(MAX_REFRESH_PER_USER)
         .execute(&self.pool)
         .await?;
         Ok(())
