@@ -202,6 +202,7 @@ pub async fn build(
             login_failure_account_limit: config.login_failure_account_limit,
             login_failure_address_limit: config.login_failure_address_limit,
             hash_queue_timeout: config.hash_queue_timeout,
+            refusal_floor: config.refusal_floor,
         },
     )?;
     let oidc = authn::oidc::Oidc::new(

@@ -201,6 +201,8 @@ pub struct Config {
     pub login_failure_address_limit: i64,
     /// How long a password check waits for a hashing slot before a 503.
     pub hash_queue_timeout: Duration,
+    /// Least time a refused sign-in takes, whatever the name.
+    pub refusal_floor: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
     /// Audit rows that may wait for the database writer.
@@ -254,6 +256,7 @@ struct RawConfig {
     login_failure_account_limit: Option<i64>,
     login_failure_address_limit: Option<i64>,
     hash_queue_timeout: Option<String>,
+    refusal_floor: Option<String>,
     audit_retention: Option<String>,
     audit_queue: Option<usize>,
     audit_required: Option<bool>,
@@ -372,6 +375,17 @@ impl Config {
         let duration =
             |key: &str, var: &str, file: Option<String>, default: Duration| match pick(var, file) {
                 Some(v) => parse_duration(&v).map_err(|p| invalid(key, p)),
+                None => Ok(default),
+            };
+        // Short waits may also be given in milliseconds (`250ms`).
+        let short_duration =
+            |key: &str, var: &str, file: Option<String>, default: Duration| match pick(var, file) {
+                Some(v) => match v.trim().strip_suffix("ms") {
+                    Some(ms) => ms.parse().map(Duration::from_millis).map_err(|_| {
+                        invalid(key, format!("{v:?} is not a duration like 250ms or 2s"))
+                    }),
+                    None => parse_duration(&v).map_err(|p| invalid(key, p)),
+                },
                 None => Ok(default),
             };
 
@@ -531,24 +545,21 @@ impl Config {
             "login_failure_address_limit",
             raw.login_failure_address_limit,
         )?;
-        // Also in milliseconds (`250ms`): a wait for a hashing slot is short.
-        let hash_queue_timeout = match env
-            .var("BERTH_HASH_QUEUE_TIMEOUT")
-            .or(raw.hash_queue_timeout.clone())
-            .as_deref()
-            .and_then(|v| v.trim().strip_suffix("ms").map(str::to_owned))
-        {
-            Some(ms) => ms
-                .parse()
-                .map(Duration::from_millis)
-                .map_err(|_| invalid("hash_queue_timeout", "is not a duration like 250ms or 2s"))?,
-            None => duration(
-                "hash_queue_timeout",
-                "BERTH_HASH_QUEUE_TIMEOUT",
-                raw.hash_queue_timeout,
-                Duration::from_secs(2),
-            )?,
-        };
+        let hash_queue_timeout = short_duration(
+            "hash_queue_timeout",
+            "BERTH_HASH_QUEUE_TIMEOUT",
+            raw.hash_queue_timeout,
+            Duration::from_secs(2),
+        )?;
+        let refusal_floor = short_duration(
+            "refusal_floor",
+            "BERTH_REFUSAL_FLOOR",
+            raw.refusal_floor,
+            Duration::from_millis(250),
+        )?;
+        if refusal_floor > Duration::from_secs(5) {
+            return Err(invalid("refusal_floor", "must be at most 5s"));
+        }
         if hash_queue_timeout.is_zero() || hash_queue_timeout > Duration::from_secs(60) {
             return Err(invalid("hash_queue_timeout", "must be between 1ms and 60s"));
         }
@@ -668,6 +679,7 @@ impl Config {
             login_failure_account_limit,
             login_failure_address_limit,
             hash_queue_timeout,
+            refusal_floor,
             audit_retention,
             audit_queue,
             audit_required,

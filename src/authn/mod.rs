@@ -191,6 +191,8 @@ pub struct AuthSettings {
     /// How long a password check may wait for a hashing slot before the
     /// request is answered 503.
     pub hash_queue_timeout: Duration,
+    /// Least time a refused password sign-in takes (see `throttle`).
+    pub refusal_floor: Duration,
     /// Window in which failures are counted.
     pub login_failure_window: Duration,
 }

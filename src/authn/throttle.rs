@@ -114,7 +114,28 @@ impl Authenticator {
 
     /// A password sign-in: one check per distinct credential in flight (see
     /// `flight`), with an attempt taken before it and settled with its outcome.
+    ///
+    /// A wrong name or password is answered no sooner than `refusal_floor`
+    /// after the request began, whatever was checked: a local account costs a
+    /// hash, an unknown name the same dummy hash plus, with a provider or a
+    /// directory configured, a round trip there. Without the floor the time to
+    /// refuse tells which local accounts exist.
     pub async fn login(
+        &self,
+        username: &str,
+        password: SecretString,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        let started = tokio::time::Instant::now();
+        let outcome = self.shared_login(username, password, ip, now).await;
+        if matches!(outcome, Err(AuthError::BadCredentials)) {
+            tokio::time::sleep_until(started + self.settings.refusal_floor).await;
+        }
+        outcome
+    }
+
+    async fn shared_login(
         &self,
         username: &str,
         password: SecretString,

@@ -5,6 +5,12 @@
 //! identity's account and any of its groups. Patterns compile to a linear-time
 //! regular expression, so matching cost is bounded by the name length whatever
 //! the pattern (no exponential backtracking).
+//!
+//! A pattern with placeholders is matched with its placeholders replaced by the
+//! values they stand for, by a small memoised glob matcher (at most one visit
+//! per pattern token and name position). A regular expression cannot do this:
+//! it captures one split of the name, so `${account}-*` would miss `alice-x-y`
+//! for alice, and `*.${account}` would miss `a.b.c` for the account `b.c`.
 
 use regex::{Regex, RegexBuilder};
 
@@ -20,11 +26,30 @@ pub enum Placeholder {
     Group,
 }
 
+/// One piece of a pattern with placeholders, for [`Pattern::matches_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    /// Literal text.
+    Lit(String),
+    /// `*`: any run of characters other than `/`.
+    Star,
+    /// `?`: one character other than `/`.
+    One,
+    /// `**`: anything.
+    Any,
+    /// `/**/`: `/`, or `/…/`.
+    Dirs,
+    /// A placeholder, replaced by its value when matching.
+    Slot(Placeholder),
+}
+
 /// A compiled glob.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
     regex: Regex,
+    /// The pattern as tokens (only kept when it has placeholders).
+    tokens: Vec<Tok>,
     /// Placeholders in order of their capture groups.
     placeholders: Vec<Placeholder>,
     /// The pattern is a plain literal (fast path).
@@ -56,6 +81,7 @@ impl Pattern {
         let mut re = String::with_capacity(source.len() * 2 + 2);
         re.push('^');
         let mut placeholders = Vec::new();
+        let mut tokens: Vec<Tok> = Vec::new();
         let mut literal = true;
         let mut rest = source;
         while let Some(c) = rest.chars().next() {
@@ -76,12 +102,14 @@ impl Pattern {
                     return Err("placeholders are only allowed in `name`".into());
                 }
                 placeholders.push(ph);
+                tokens.push(Tok::Slot(ph));
                 literal = false;
                 re.push_str("([^/]+)");
                 rest = &after[end + 1..];
                 continue;
             }
             if let Some(after) = rest.strip_prefix("/**/") {
+                tokens.push(Tok::Dirs);
                 re.push_str("/(?:.*/)?");
                 literal = false;
                 rest = after;
@@ -91,6 +119,7 @@ impl Pattern {
                 if after.starts_with('*') {
                     return Err("`***` is not a valid glob (use `*` or `**`)".into());
                 }
+                tokens.push(Tok::Any);
                 re.push_str(".*");
                 literal = false;
                 rest = after;
@@ -98,10 +127,12 @@ impl Pattern {
             }
             match c {
                 '*' => {
+                    tokens.push(Tok::Star);
                     re.push_str("[^/]*");
                     literal = false;
                 }
                 '?' => {
+                    tokens.push(Tok::One);
                     re.push_str("[^/]");
                     literal = false;
                 }
@@ -111,7 +142,12 @@ impl Pattern {
                 c if c.is_control() => return Err("control character in pattern".into()),
                 c => {
                     let mut buf = [0u8; 4];
-                    re.push_str(&regex::escape(c.encode_utf8(&mut buf)));
+                    let text = c.encode_utf8(&mut buf);
+                    re.push_str(&regex::escape(text));
+                    match tokens.last_mut() {
+                        Some(Tok::Lit(lit)) => lit.push(c),
+                        _ => tokens.push(Tok::Lit(text.to_owned())),
+                    }
                 }
             }
             rest = &rest[c.len_utf8()..];
@@ -121,9 +157,13 @@ impl Pattern {
             .size_limit(1 << 20)
             .build()
             .map_err(|e| format!("pattern too complex: {e}"))?;
+        if placeholders.is_empty() {
+            tokens = Vec::new();
+        }
         Ok(Pattern {
             source: source.to_owned(),
             regex,
+            tokens,
             placeholders,
             literal,
         })
@@ -157,41 +197,95 @@ impl Pattern {
         self.regex.is_match(text)
     }
 
-    /// Matches `text`, binding placeholders: `${account}` must equal the account,
-    /// and every `${group}` must equal one and the same group of the identity.
+    /// Matches `text`, binding placeholders: `${account}` stands for the account,
+    /// and every `${group}` for one and the same group of the identity (one the
+    /// rule's `group` field allows).
     pub fn matches_with(&self, text: &str, b: Bindings<'_>) -> bool {
         if self.placeholders.is_empty() {
             return self.matches(text);
         }
-        let Some(caps) = self.regex.captures(text) else {
-            return false;
+        let needs_account = self.placeholders.contains(&Placeholder::Account);
+        let account = match b.account {
+            Some(a) if !a.is_empty() => a,
+            _ if needs_account => return false,
+            _ => "",
         };
-        let mut group: Option<&str> = None;
-        for (i, ph) in self.placeholders.iter().enumerate() {
-            let Some(value) = caps.get(i + 1).map(|m| m.as_str()) else {
-                return false;
-            };
-            match ph {
-                Placeholder::Account => {
-                    if b.account != Some(value) {
-                        return false;
-                    }
-                }
-                Placeholder::Group => match group {
-                    Some(g) if g != value => return false,
-                    Some(_) => {}
-                    None => {
-                        let allowed = b.group_filter.is_none_or(|p| p.matches(value));
-                        if !allowed || !b.groups.iter().any(|g| g == value) {
-                            return false;
-                        }
-                        group = Some(value);
-                    }
-                },
-            }
+        if !self.placeholders.contains(&Placeholder::Group) {
+            return glob_match(&self.tokens, text.as_bytes(), account.as_bytes(), b"");
         }
-        true
+        b.groups.iter().any(|g| {
+            !g.is_empty()
+                // A group can only stand in the name if the name holds it.
+                && text.contains(g.as_str())
+                && b.group_filter.is_none_or(|p| p.matches(g))
+                && glob_match(&self.tokens, text.as_bytes(), account.as_bytes(), g.as_bytes())
+        })
     }
+}
+
+/// Whether `text` matches `tokens` with `${account}` = `account` and
+/// `${group}` = `group`. Memoised on (token, position): each pair is decided
+/// once, so the work is bounded by tokens × positions × one component.
+fn glob_match(tokens: &[Tok], text: &[u8], account: &[u8], group: &[u8]) -> bool {
+    let width = text.len() + 1;
+    let mut memo = vec![0u8; (tokens.len() + 1) * width];
+    go(tokens, text, account, group, 0, 0, &mut memo, width)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn go(
+    tokens: &[Tok],
+    text: &[u8],
+    account: &[u8],
+    group: &[u8],
+    ti: usize,
+    si: usize,
+    memo: &mut [u8],
+    width: usize,
+) -> bool {
+    let Some(tok) = tokens.get(ti) else {
+        return si == text.len();
+    };
+    let cell = ti * width + si;
+    match memo.get(cell) {
+        Some(1) => return false,
+        Some(2) => return true,
+        _ => {}
+    }
+    let rest = &text[si..];
+    let next =
+        |to: usize, memo: &mut [u8]| go(tokens, text, account, group, ti + 1, to, memo, width);
+    let result = match tok {
+        Tok::Lit(lit) => rest.starts_with(lit.as_bytes()) && next(si + lit.len(), memo),
+        Tok::Slot(Placeholder::Account) => {
+            rest.starts_with(account) && next(si + account.len(), memo)
+        }
+        Tok::Slot(Placeholder::Group) => rest.starts_with(group) && next(si + group.len(), memo),
+        Tok::One => {
+            let len = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|r| r.chars().next())
+                .or_else(|| rest.first().map(|b| char::from(*b)))
+                .map_or(0, char::len_utf8);
+            len > 0 && rest[0] != b'/' && next(si + len, memo)
+        }
+        Tok::Star => {
+            let component = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+            (0..=component).any(|k| next(si + k, memo))
+        }
+        Tok::Any => (0..=rest.len()).any(|k| next(si + k, memo)),
+        Tok::Dirs => {
+            rest.first() == Some(&b'/')
+                && (next(si + 1, memo)
+                    || (1..rest.len())
+                        .filter(|k| rest[*k] == b'/')
+                        .any(|k| next(si + k + 1, memo)))
+        }
+    };
+    if let Some(m) = memo.get_mut(cell) {
+        *m = if result { 2 } else { 1 };
+    }
+    result
 }
 
 #[cfg(test)]
@@ -241,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_match_names_holding_dashes_and_dots() {
+        let groups = vec!["team.a".to_owned(), "org/x".to_owned()];
+        let b = |account| Bindings {
+            account: Some(account),
+            groups: &groups,
+            group_filter: None,
+        };
+        assert!(p("${account}-*").matches_with("alice-x-y", b("alice")));
+        assert!(p("${account}-*").matches_with("my-team-app", b("my-team")));
+        assert!(p("${account}-*").matches_with("my-team-app", b("my")));
+        assert!(!p("${account}-*").matches_with("alice2-x", b("alice")));
+        assert!(p("*.${account}").matches_with("a.b.c", b("b.c")));
+        assert!(p("*.${account}").matches_with("a.b.c", b("c")));
+        assert!(!p("*.${account}").matches_with("a.b.c", b("a.b")));
+        assert!(p("${account}/**").matches_with("a.b/x/y", b("a.b")));
+        assert!(!p("${account}/**").matches_with("axb/x", b("a.b")));
+        assert!(p("${group}-*/**").matches_with("team.a-dev/x", b("z")));
+        assert!(p("${group}/**").matches_with("org/x/app", b("z")));
+        assert!(p("x/**/${account}").matches_with("x/a/b/alice", b("alice")));
+        assert!(p("x/**/${account}").matches_with("x/alice", b("alice")));
+        assert!(!p("${account}?").matches_with("alice/", b("alice")));
+        assert!(p("${account}?").matches_with("aliceé", b("alice")));
+        // An empty account binds nothing.
+        assert!(!p("${account}*").matches_with("anything", b("")));
+    }
+
+    #[test]
     fn rejects_bad_patterns() {
         for bad in ["", "${user}/x", "${account", "a[b]", "a***", "x\\y"] {
             assert!(Pattern::compile(bad, true).is_err(), "{bad}");
@@ -260,6 +381,21 @@ mod tests {
         #[test]
         fn literal_patterns_match_themselves(s in "[a-z0-9/._-]{1,40}") {
             prop_assert!(p(&s).matches(&s));
+        }
+
+        /// With the placeholder written out as the account, the plain glob and
+        /// the bound pattern agree on every name.
+        #[test]
+        fn bound_placeholders_agree_with_the_written_out_glob(
+            account in "[a-z][a-z.-]{0,6}",
+            before in "(\\*|\\?|[a-z.-]{0,3}|/)?",
+            after in "(\\*|\\*\\*|-\\*|/\\*\\*|\\.\\*)?",
+            name in "[a-z./-]{0,16}",
+        ) {
+            let with = p(&format!("{before}${{account}}{after}"));
+            let written = p(&format!("{before}{account}{after}"));
+            let b = Bindings { account: Some(&account), groups: &[], group_filter: None };
+            prop_assert_eq!(with.matches_with(&name, b), written.matches(&name), "{} vs {}", with.as_str(), name);
         }
     }
 }
