@@ -663,7 +663,8 @@ impl Config {
                     .max_connections_per_address
                     .unwrap_or(d.max_connections_per_address),
             };
-            edge.check().map_err(|(key, problem)| invalid(key, problem))?;
+            edge.check()
+                .map_err(|(key, problem)| invalid(key, problem))?;
             edge
         };
 

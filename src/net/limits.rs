@@ -303,7 +303,10 @@ pub fn warn_if_files_short(limits: &EdgeLimits, listeners: usize) {
     let Some(soft) = open_files_limit() else {
         return;
     };
-    let needed = limits.max_connections.saturating_mul(listeners).saturating_add(64);
+    let needed = limits
+        .max_connections
+        .saturating_mul(listeners)
+        .saturating_add(64);
     if u64::try_from(needed).unwrap_or(u64::MAX) > soft {
         tracing::warn!(
             open_files_limit = soft,
@@ -333,12 +336,7 @@ mod tests {
     #[test]
     fn caps_per_address_and_in_total_and_frees_on_drop() {
         let proxy: IpNet = "10.0.0.9/32".parse().unwrap();
-        let c = Connections::new(
-            "t",
-            limits(5, 2),
-            vec![proxy],
-            ConnectionMetrics::default(),
-        );
+        let c = Connections::new("t", limits(5, 2), vec![proxy], ConnectionMetrics::default());
         let a1 = c.admit(ip("192.0.2.1")).unwrap();
         let _a2 = c.admit(ip("::ffff:192.0.2.1")).unwrap();
         assert_eq!(c.admit(ip("192.0.2.1")).unwrap_err(), Refused::PerAddress);
@@ -360,7 +358,10 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         assert!(EdgeLimits::default().check().is_ok());
-        assert_eq!(limits(10, 11).check().unwrap_err().0, "max_connections_per_address");
+        assert_eq!(
+            limits(10, 11).check().unwrap_err().0,
+            "max_connections_per_address"
+        );
         assert_eq!(limits(0, 0).check().unwrap_err().0, "max_connections");
         let zero = EdgeLimits {
             body_read_timeout: Duration::ZERO,

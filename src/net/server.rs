@@ -366,9 +366,10 @@ async fn idle_for(active: &mut watch::Receiver<usize>, idle: Duration) {
         if active.wait_for(|n| *n == 0).await.is_err() {
             std::future::pending::<()>().await;
         }
-        let busy_again =
-            tokio::time::timeout(idle, async { active.wait_for(|n| *n > 0).await.map(|_| ()) })
-                .await;
+        let busy_again = tokio::time::timeout(idle, async {
+            active.wait_for(|n| *n > 0).await.map(|_| ())
+        })
+        .await;
         if busy_again.is_err() {
             return;
         }

@@ -46,7 +46,10 @@ fn client_from(from: [u8; 4]) -> reqwest::Client {
 async fn bob_gets_a_token(s: &TestServer, from: [u8; 4]) -> Duration {
     let started = Instant::now();
     let r = client_from(from)
-        .get(format!("{}/token?service={SVC}&scope=repository:bob/app:pull", s.base))
+        .get(format!(
+            "{}/token?service={SVC}&scope=repository:bob/app:pull",
+            s.base
+        ))
         .basic_auth("bob", Some("builder"))
         .send()
         .await
@@ -130,7 +133,12 @@ async fn stalled_bodies_are_dropped_within_the_body_timeout() {
     }
     eprintln!("stalled body (body_read_timeout 2s): slowest of 50 dropped after {slowest:?}");
     assert!(slowest < Duration::from_secs(6), "{slowest:?}");
-    assert!(metric(&s, "berth_http_requests_total{endpoint=\"token\",outcome=\"invalid_request\"}") >= 50.0);
+    assert!(
+        metric(
+            &s,
+            "berth_http_requests_total{endpoint=\"token\",outcome=\"invalid_request\"}"
+        ) >= 50.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +165,12 @@ async fn a_dripping_body_is_cut_by_the_request_timeout() {
     let (rest, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
     response.extend_from_slice(&rest);
     let took = started.elapsed();
-    assert_eq!(status_of(&response), Some(408), "{:?}", String::from_utf8_lossy(&response));
+    assert_eq!(
+        status_of(&response),
+        Some(408),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
     assert!(took < Duration::from_secs(8), "{took:?}");
     bob_gets_a_token(&s, [127, 0, 0, 2]).await;
 }
@@ -169,10 +182,14 @@ async fn silent_and_idle_connections_are_closed() {
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
     // Half a request head, then nothing.
     let mut half = TcpStream::connect(s.addr).await.unwrap();
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost:").await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
     // HTTP/1.1 kept alive after one answer.
     let mut kept = TcpStream::connect(s.addr).await.unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
     // HTTP/2 with no stream.
     let mut h2 = TcpStream::connect(s.addr).await.unwrap();
     h2.write_all(H2_PREFACE).await.unwrap();
@@ -197,7 +214,9 @@ async fn silent_and_idle_connections_are_closed() {
     // The idle HTTP/2 connection was told to go away (GOAWAY, NO_ERROR).
     let frames = frames(&h2.0);
     assert!(
-        frames.iter().any(|f| f.kind == 7 && f.goaway_code() == Some(0)),
+        frames
+            .iter()
+            .any(|f| f.kind == 7 && f.goaway_code() == Some(0)),
         "{frames:?}"
     );
     bob_gets_a_token(&s, [127, 0, 0, 2]).await;
@@ -261,11 +280,19 @@ async fn five_thousand_idle_connections_from_one_client() {
     );
     assert_eq!(open, 64.0, "the per-address cap holds");
     assert!(refused >= (flood.len() - 64) as f64, "{refused}");
-    assert_eq!(metric(&s, "berth_connections_limit{listener=\"http\",scope=\"per_address\"}"), 64.0);
+    assert_eq!(
+        metric(
+            &s,
+            "berth_connections_limit{listener=\"http\",scope=\"per_address\"}"
+        ),
+        64.0
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
     // A new connection from the flooding address is closed at once.
     let mut again = connect_from([127, 0, 0, 1], s.addr).await.unwrap();
-    let _ = again.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let _ = again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
     let (response, ended) = read_until_closed(&mut again, Duration::from_secs(5)).await;
     assert!(ended.is_some() && response.is_empty(), "{response:?}");
     drop(flood);
@@ -279,7 +306,11 @@ async fn five_thousand_idle_connections_from_one_client() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(open, 0.0);
-    reqwest::get(format!("{}/healthz", s.base)).await.unwrap().error_for_status().unwrap();
+    reqwest::get(format!("{}/healthz", s.base))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,16 +325,33 @@ async fn the_total_cap_holds_against_many_addresses_in_parallel() {
         held.extend(t.await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(metric(&s, "berth_connections_open{listener=\"http\"}"), 40.0);
-    let total = metric(&s, "berth_connections_refused_total{listener=\"http\",reason=\"total\"}");
-    let per = metric(&s, "berth_connections_refused_total{listener=\"http\",reason=\"per_address\"}");
-    assert_eq!(total + per, (6 * 20 - 40) as f64, "total {total}, per address {per}");
+    assert_eq!(
+        metric(&s, "berth_connections_open{listener=\"http\"}"),
+        40.0
+    );
+    let total = metric(
+        &s,
+        "berth_connections_refused_total{listener=\"http\",reason=\"total\"}",
+    );
+    let per = metric(
+        &s,
+        "berth_connections_refused_total{listener=\"http\",reason=\"per_address\"}",
+    );
+    assert_eq!(
+        total + per,
+        (6 * 20 - 40) as f64,
+        "total {total}, per address {per}"
+    );
     assert!(total >= 1.0);
     drop(held);
     // Freed slots serve again.
     let mut served = false;
     for _ in 0..50 {
-        if let Ok(r) = client_from([127, 0, 0, 2]).get(format!("{}/healthz", s.base)).send().await {
+        if let Ok(r) = client_from([127, 0, 0, 2])
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+        {
             served = r.status() == 200;
         }
         if served {
@@ -321,7 +369,11 @@ async fn the_total_cap_holds_against_many_addresses_in_parallel() {
 /// Sends `head` then `body_len` bytes of body as fast as the server takes
 /// them, reading at the same time; returns the answer, how much was sent and
 /// when the connection ended.
-async fn push(to: SocketAddr, head: Vec<u8>, body_len: usize) -> (Vec<u8>, usize, Option<Duration>) {
+async fn push(
+    to: SocketAddr,
+    head: Vec<u8>,
+    body_len: usize,
+) -> (Vec<u8>, usize, Option<Duration>) {
     let c = TcpStream::connect(to).await.unwrap();
     let (mut rd, mut wr) = c.into_split();
     let sent = Arc::new(AtomicUsize::new(0));
@@ -367,12 +419,15 @@ async fn a_100_mb_body_and_1_mb_of_headers_are_refused_early() {
         "POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {mb100}\r\n\r\n"
     );
-    let chunked = "POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+    let chunked =
+        "POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Transfer-Encoding: chunked\r\n\r\n6400000\r\n"
-        .to_owned();
+            .to_owned();
     let mut headers = b"GET /token?service=registry.test HTTP/1.1\r\nHost: t\r\n".to_vec();
     while headers.len() < 1024 * 1024 {
-        headers.extend_from_slice(format!("X-Pad-{}: {}\r\n", headers.len(), "p".repeat(1000)).as_bytes());
+        headers.extend_from_slice(
+            format!("X-Pad-{}: {}\r\n", headers.len(), "p".repeat(1000)).as_bytes(),
+        );
     }
     headers.extend_from_slice(b"\r\n");
     let (a, b, c, bob) = tokio::join!(
@@ -386,8 +441,16 @@ async fn a_100_mb_body_and_1_mb_of_headers_are_refused_early() {
         ("100 MB chunked", b, 413),
         ("1 MB of headers", c, 431),
     ] {
-        eprintln!("{what}: {:?} after {sent} body bytes sent, closed after {ended:?}", status_of(&response));
-        assert_eq!(status_of(&response), Some(want), "{what}: {:?}", String::from_utf8_lossy(&response));
+        eprintln!(
+            "{what}: {:?} after {sent} body bytes sent, closed after {ended:?}",
+            status_of(&response)
+        );
+        assert_eq!(
+            status_of(&response),
+            Some(want),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&response)
+        );
         assert!(ended.is_some(), "{what}: connection left open");
         assert!(sent < mb100, "{what}: the whole body was taken");
     }
@@ -434,9 +497,15 @@ impl Frame {
 fn frames(mut bytes: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     while bytes.len() >= 9 {
-        let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
-        let Some(payload) = bytes.get(9..9 + len) else { break };
-        out.push(Frame { kind: bytes[3], payload: payload.to_vec() });
+        let len =
+            (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        let Some(payload) = bytes.get(9..9 + len) else {
+            break;
+        };
+        out.push(Frame {
+            kind: bytes[3],
+            payload: payload.to_vec(),
+        });
         bytes = &bytes[9 + len..];
     }
     out
@@ -445,7 +514,11 @@ fn frames(mut bytes: &[u8]) -> Vec<Frame> {
 /// Opens an HTTP/2 connection and sends `streams` requests built by `each`
 /// (given the stream id) as fast as possible, without reading; then reads
 /// what came back until the server closes or 15 s pass.
-async fn h2_flood(to: SocketAddr, streams: u32, each: impl Fn(u32) -> Vec<u8>) -> (Vec<Frame>, Option<Duration>) {
+async fn h2_flood(
+    to: SocketAddr,
+    streams: u32,
+    each: impl Fn(u32) -> Vec<u8>,
+) -> (Vec<Frame>, Option<Duration>) {
     let c = TcpStream::connect(to).await.unwrap();
     let (mut rd, mut wr) = c.into_split();
     let mut out = H2_PREFACE.to_vec();
@@ -503,7 +576,10 @@ async fn http2_stream_floods_are_cut_off() {
         goaway(&resets)
     );
     // Either way the flood ends with the connection, not with 10,000 answers.
-    assert!(many_end.is_some() && answered(&many) < 10_000, "stream flood not cut off");
+    assert!(
+        many_end.is_some() && answered(&many) < 10_000,
+        "stream flood not cut off"
+    );
     assert!(resets_end.is_some(), "rapid-reset flood not cut off");
     assert_eq!(goaway(&resets), Some(0xb), "ENHANCE_YOUR_CALM expected");
     assert!(bob < Duration::from_secs(5));
@@ -521,7 +597,9 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let mut statuses = Vec::new();
     // Every guess claims to come from other addresses, with a long chain.
     for i in 0..12u32 {
-        let chain: Vec<String> = (0..3000).map(|j| format!("10.{}.{}.{}", i, j / 250, j % 250)).collect();
+        let chain: Vec<String> = (0..3000)
+            .map(|j| format!("10.{}.{}.{}", i, j / 250, j % 250))
+            .collect();
         let r = c
             .get(format!("{}/token?service={SVC}", s.base))
             .basic_auth("alice", Some("guess"))
@@ -531,9 +609,19 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
             .unwrap();
         statuses.push(r.status().as_u16());
     }
-    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
-    assert!(statuses.iter().filter(|s| **s == 401).count() <= 5, "{statuses:?}");
-    assert_eq!(statuses.last(), Some(&429), "the real address was counted: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 401).count() <= 5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last(),
+        Some(&429),
+        "the real address was counted: {statuses:?}"
+    );
     // Another address: alice's own password, and bob, still work.
     let r = client_from([127, 0, 0, 2])
         .get(format!("{}/token?service={SVC}", s.base))
@@ -557,7 +645,10 @@ fn random_bytes_on_the_socket_never_get_a_5xx_or_a_panic() {
     static PANICS: AtomicUsize = AtomicUsize::new(0);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if info.location().is_some_and(|l| !l.file().starts_with("tests/")) {
+        if info
+            .location()
+            .is_some_and(|l| !l.file().starts_with("tests/"))
+        {
             PANICS.fetch_add(1, Ordering::SeqCst);
         }
         previous(info);
@@ -568,7 +659,9 @@ fn random_bytes_on_the_socket_never_get_a_5xx_or_a_panic() {
         .enable_all()
         .build()
         .unwrap();
-    let s = rt.block_on(with_bob("header_read_timeout = '2s'\nbody_read_timeout = '1s'"));
+    let s = rt.block_on(with_bob(
+        "header_read_timeout = '2s'\nbody_read_timeout = '1s'",
+    ));
     let prefix = prop_oneof![
         Just(Vec::new()),
         Just(b"GET /token?service=registry.test HTTP/1.1\r\n".to_vec()),
@@ -578,7 +671,10 @@ fn random_bytes_on_the_socket_never_get_a_5xx_or_a_panic() {
     ];
     let bytes = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..2000),
-        proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b' '), 32u8..127], 0..400),
+        proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b' '), 32u8..127],
+            0..400
+        ),
     ];
     let mut runner = TestRunner::new(Config {
         cases: 96,
@@ -596,7 +692,10 @@ fn random_bytes_on_the_socket_never_get_a_5xx_or_a_panic() {
                 read_until_closed(&mut c, Duration::from_secs(5)).await
             });
             let (response, closed) = answer;
-            prop_assert!(closed.is_some(), "connection not closed after the input ended");
+            prop_assert!(
+                closed.is_some(),
+                "connection not closed after the input ended"
+            );
             for line in String::from_utf8_lossy(&response).lines() {
                 if let Some(code) = line.strip_prefix("HTTP/1.1 ").and_then(|l| l.get(..3)) {
                     prop_assert!(!code.starts_with('5'), "{} for {:?}", line, bytes);

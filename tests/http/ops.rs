@@ -352,7 +352,12 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
     let internal = format!("http://{}/readyz", s.metrics_addr.unwrap());
     // The public port says only a status…
     let r = get(&c, &s.url("/readyz"), &[]).await;
-    assert_eq!(r.json(), serde_json::json!({ "status": "ok" }), "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "status": "ok" }),
+        "{}",
+        r.text()
+    );
     assert_eq!(r.header("cache-control"), Some("no-store"));
     // …the metrics port names every check.
     let r = get(&c, &internal, &[]).await;
@@ -368,7 +373,12 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
     s.state.auth.store().close().await;
     let r = get(&c, &s.url("/readyz"), &[]).await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.json(), serde_json::json!({ "status": "not ready" }), "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "status": "not ready" }),
+        "{}",
+        r.text()
+    );
     let r = get(&c, &internal, &[]).await;
     assert_eq!(r.status, 503, "{}", r.text());
     let j = r.json();
@@ -388,9 +398,13 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let text = get(&c, &format!("http://{}/metrics", s.metrics_addr.unwrap()), &[])
-        .await
-        .text_full();
+    let text = get(
+        &c,
+        &format!("http://{}/metrics", s.metrics_addr.unwrap()),
+        &[],
+    )
+    .await
+    .text_full();
     assert!(
         value(
             &text,
