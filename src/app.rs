@@ -285,12 +285,18 @@ pub async fn serve_with(
         let _ = stop_tx.send(true);
     });
     let separate_metrics = metrics_listener.is_some();
+    let edge = state.config.edge;
+    crate::net::limits::warn_if_files_short(&edge, 1 + usize::from(separate_metrics));
+    let connections = |name: &'static str, exempt: Vec<ipnet::IpNet>| {
+        crate::net::limits::Connections::new(name, edge, exempt, state.metrics.connections.clone())
+    };
     let main = server::run(
         listener,
         Listener {
             name: "http",
             router: crate::http::router_with(state.clone(), !separate_metrics),
             tls,
+            connections: connections("http", state.config.trusted_proxies.clone()),
         },
         stop_rx.clone(),
         grace,
@@ -305,6 +311,7 @@ pub async fn serve_with(
                     // Meant for an internal address; scrapers rarely trust the
                     // public certificate's name there.
                     tls: None,
+                    connections: connections("metrics", Vec::new()),
                 },
                 stop_rx,
                 grace,

@@ -223,6 +223,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How long SIGTERM waits for requests in flight before exiting.
     pub shutdown_timeout: Duration,
+    /// Timeouts and connection caps at the listeners (see `net::limits`).
+    pub edge: crate::net::limits::EdgeLimits,
 }
 
 /// PEM files for TLS termination.
@@ -266,6 +268,12 @@ struct RawConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     shutdown_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
     #[serde(default)]
@@ -657,6 +665,43 @@ impl Config {
         if shutdown_timeout > Duration::from_secs(3600) {
             return Err(invalid("shutdown_timeout", "must be at most 1h"));
         }
+        let edge = {
+            use crate::net::limits::EdgeLimits;
+            let d = EdgeLimits::default();
+            let edge = EdgeLimits {
+                header_read_timeout: duration(
+                    "header_read_timeout",
+                    "BERTH_HEADER_READ_TIMEOUT",
+                    raw.header_read_timeout,
+                    d.header_read_timeout,
+                )?,
+                body_read_timeout: duration(
+                    "body_read_timeout",
+                    "BERTH_BODY_READ_TIMEOUT",
+                    raw.body_read_timeout,
+                    d.body_read_timeout,
+                )?,
+                request_timeout: duration(
+                    "request_timeout",
+                    "BERTH_REQUEST_TIMEOUT",
+                    raw.request_timeout,
+                    d.request_timeout,
+                )?,
+                idle_timeout: duration(
+                    "idle_timeout",
+                    "BERTH_IDLE_TIMEOUT",
+                    raw.idle_timeout,
+                    d.idle_timeout,
+                )?,
+                max_connections: raw.max_connections.unwrap_or(d.max_connections),
+                max_connections_per_address: raw
+                    .max_connections_per_address
+                    .unwrap_or(d.max_connections_per_address),
+            };
+            edge.check()
+                .map_err(|(key, problem)| invalid(key, problem))?;
+            edge
+        };
 
         Ok(Config {
             listen,
@@ -689,6 +734,7 @@ impl Config {
             trusted_proxies,
             tls,
             shutdown_timeout,
+            edge,
         })
     }
 

@@ -18,6 +18,12 @@ mod lockout;
 #[path = "http/bounds.rs"]
 mod bounds;
 
+#[path = "http/edge.rs"]
+mod edge;
+
+#[path = "http/edge_input.rs"]
+mod edge_input;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -64,6 +64,23 @@ impl ApiError {
         }
     }
 
+    /// A request body that could not be read: 408 when it stalled past
+    /// `body_read_timeout`, else as [`ApiError::body_rejected`].
+    pub fn body_unreadable(rejection: &axum::extract::rejection::BytesRejection) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "request body not received in time",
+                );
+            }
+            cause = e.source();
+        }
+        Self::body_rejected(rejection.status())
+    }
+
     /// A request body axum refused to buffer (too large, bad length).
     pub fn body_rejected(status: StatusCode) -> Self {
         let description = if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -1,7 +1,8 @@
-//! Endpoints about berth itself: `/.well-known/jwks.json` and `/healthz`.
+//! `/.well-known/jwks.json`: the keys registries verify tokens with. Health
+//! endpoints are in [`super::health`].
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use time::OffsetDateTime;
@@ -21,16 +22,4 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("max-age=60"),
     );
     res
-}
-
-/// `GET /healthz`: alive; reports a stale policy (last reload failed) as
-/// `degraded` with the error, while the last good policy keeps serving.
-pub async fn healthz(State(state): State<AppState>) -> Response {
-    let policy = state.policies.status();
-    let status = if policy.stale { "degraded" } else { "ok" };
-    (
-        StatusCode::OK,
-        Json(serde_json::json!({ "status": status, "policy": policy })),
-    )
-        .into_response()
 }

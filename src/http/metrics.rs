@@ -6,7 +6,7 @@
 //! (authentication, policy, signing), authentication backend errors. Read when
 //! scraped: policy generation and reload status, days until each signing
 //! certificate (and the TLS certificate) expires, credential-cache hits and
-//! misses.
+//! misses. Open and refused connections are counted by `net::limits`.
 //!
 //! Label values come from small fixed sets (endpoint names, OAuth error codes,
 //! key file names chosen by the operator); never a username, scope or address,
@@ -135,6 +135,7 @@ fn outcome_of_status(status: StatusCode) -> &'static str {
         200..=399 => "ok",
         401 | 403 => "unauthorized",
         404 | 405 => "not_found",
+        408 => "timed_out",
         413 => "too_large",
         429 => "rate_limited",
         503 => "unavailable",
@@ -154,6 +155,10 @@ pub struct Metrics {
     latency: Vec<Histogram>,
     stages: Vec<Histogram>,
     backend_errors: Family<Labels1, Counter>,
+    /// Open and refused connections per listener (updated by the accept loop).
+    pub connections: crate::net::limits::ConnectionMetrics,
+    /// The last logged state of the health checks.
+    pub health: super::health::HealthLog,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -202,6 +207,8 @@ impl Metrics {
             "Authentication requests that failed because a backend failed (not bad credentials)",
             backend_errors.clone(),
         );
+        let connections = crate::net::limits::ConnectionMetrics::default();
+        connections.register(&mut registry);
         // Resolved once, so the request path does no label lookups for these.
         let latency = Endpoint::ALL
             .iter()
@@ -217,6 +224,8 @@ impl Metrics {
             latency,
             stages,
             backend_errors,
+            connections,
+            health: super::health::HealthLog::default(),
         }
     }
 
@@ -505,6 +514,7 @@ mod tests {
             "unavailable"
         );
         assert_eq!(outcome_of_status(StatusCode::IM_A_TEAPOT), "client_error");
+        assert_eq!(outcome_of_status(StatusCode::REQUEST_TIMEOUT), "timed_out");
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn post(
 ) -> Response {
     let started = Instant::now();
     let parsed = body
-        .map_err(|rejection| ApiError::body_rejected(rejection.status()))
+        .map_err(|rejection| ApiError::body_unreadable(&rejection))
         .and_then(|body| request::parse_post(&body, state.config.max_scopes));
     respond(&state, parsed, ip, started).await
 }

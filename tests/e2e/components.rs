@@ -141,6 +141,8 @@ impl Berth {
         let keys_dir = dir.path().join("keys");
         let env: Vec<(String, String)> = [
             ("BERTH_LISTEN", format!("127.0.0.1:{port}")),
+            // Health details are only told on the metrics address.
+            ("BERTH_METRICS_LISTEN", format!("127.0.0.1:{}", free_port())),
             (
                 "BERTH_DATABASE",
                 dir.path().join("berth.db").display().to_string(),
@@ -226,8 +228,16 @@ impl Berth {
         self.daemon.log_tail(n)
     }
 
-    /// `GET /healthz`: status and JSON body (`None` if unreachable or not JSON).
+    /// `GET /healthz` on the metrics address, with the policy's details:
+    /// status and JSON body (`None` if unreachable or not JSON).
     pub fn healthz(&self) -> Option<(u16, Value)> {
+        let metrics = self.setting("BERTH_METRICS_LISTEN")?;
+        let (status, body) = http_get(&format!("http://{metrics}/healthz"), None)?;
+        serde_json::from_str(&body).ok().map(|v| (status, v))
+    }
+
+    /// `GET /healthz` on the public address: the status word only.
+    pub fn public_healthz(&self) -> Option<(u16, Value)> {
         let (status, body) = http_get(&format!("{}/healthz", self.url), None)?;
         serde_json::from_str(&body).ok().map(|v| (status, v))
     }

@@ -3,7 +3,8 @@
 //! directory (the test's own temp copy, never the repository's `policies/`).
 //! Each change must decide the next `docker push` within seconds, with nothing
 //! restarted; a broken file must leave the last good policy serving and show
-//! in `/healthz` as `degraded`, with the error's location.
+//! in `/healthz` as `degraded`, with the error's location on the metrics
+//! address and only the status on the public one.
 
 use std::path::Path;
 use std::process::Command;
@@ -339,6 +340,12 @@ fn server_keeps_last_good_policy_on_bad_files() {
             logs()
         );
         assert_eq!(generation(&h), before, "{what}: {h}");
+        // Strangers on the public port learn the status, not the file or line.
+        assert_eq!(
+            berth.public_healthz().map(|(_, v)| v),
+            Some(serde_json::json!({ "status": "degraded" })),
+            "{what}: the public /healthz must say only the status"
+        );
         assert_eq!(
             alice_push(),
             serde_json::json!(["pull", "push"]),

@@ -346,12 +346,23 @@ async fn metrics_count_requests_stages_cache_and_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_are_counted_and_readyz_fails_without_database() {
-    let s = OpsServer::start("", None, false).await;
+    let s = OpsServer::start("", None, true).await;
     s.add_user("alice", "wonderland").await;
     let c = reqwest::Client::new();
+    let internal = format!("http://{}/readyz", s.metrics_addr.unwrap());
+    // The public port says only a status…
     let r = get(&c, &s.url("/readyz"), &[]).await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "status": "ok" }),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // …the metrics port names every check.
+    let r = get(&c, &internal, &[]).await;
     let j = r.ok();
-    assert_eq!(j["status"], "ready", "{j}");
+    assert_eq!(j["status"], "ok", "{j}");
     assert_eq!(j["checks"]["database"], "ok");
     assert_eq!(j["checks"]["keys"], "ok");
     assert_eq!(j["checks"]["policy"], "ok");
@@ -361,6 +372,14 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
     // password logins fail with 503 counted as backend errors.
     s.state.auth.store().close().await;
     let r = get(&c, &s.url("/readyz"), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "status": "not ready" }),
+        "{}",
+        r.text()
+    );
+    let r = get(&c, &internal, &[]).await;
     assert_eq!(r.status, 503, "{}", r.text());
     let j = r.json();
     assert_eq!(j["status"], "not ready");
@@ -379,7 +398,13 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let text = get(&c, &s.url("/metrics"), &[]).await.text_full();
+    let text = get(
+        &c,
+        &format!("http://{}/metrics", s.metrics_addr.unwrap()),
+        &[],
+    )
+    .await
+    .text_full();
     assert!(
         value(
             &text,
@@ -392,7 +417,8 @@ async fn backend_errors_are_counted_and_readyz_fails_without_database() {
             &text,
             "berth_http_requests_total{endpoint=\"readyz\",outcome=\"unavailable\"}"
         ),
-        1.0
+        // Once on the public port, once on the metrics port.
+        2.0
     );
     s.shutdown().await;
 }
