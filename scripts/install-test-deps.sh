@@ -6,7 +6,7 @@ set -euo pipefail
 # dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
 # root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables, containerd,
 # runc and containers-common (policy.json) come as dependencies.
-packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime)
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime slapd ldap-utils)
 declare -A why=(
   [containernetworking-plugins]="podman 4.3 (CNI backend) refuses every command, even pull/push, when no CNI plugin dir exists"
   [faketime]="libfaketime: berth doctor's clock-skew test runs berth with a clock 10 minutes off"
@@ -14,6 +14,8 @@ declare -A why=(
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
   [podman]="podman login/push/pull end-to-end tests"
   [postgresql]="PostgreSQL server: the store's test suite and the two-replica tests run against it"
+  [slapd]="OpenLDAP server: the [[ldap]] tests start their own slapd (own config dir and port) with a seeded tree"
+  [ldap-utils]="ldapadd/ldapmodify/ldapsearch: the [[ldap]] tests seed and change the test directory"
   [skopeo]="skopeo login/copy tests; converts the test image for docker load"
 )
 

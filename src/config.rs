@@ -199,6 +199,9 @@ pub struct Config {
     pub audit_retention: Duration,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::authn::oidc::OidcSettings,
+    /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their
+    /// place in the chain is `oidc.order`.
+    pub ldap: Vec<crate::authn::ldap::DirectoryConfig>,
     /// How long `berth key rotate` publishes a new key before it signs, so
     /// registries that read the bundle or JWKS file at start can be restarted.
     pub key_publish_delay: Duration,
@@ -251,6 +254,8 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     oidc: Vec<crate::authn::oidc::config::RawProvider>,
+    #[serde(default)]
+    ldap: Vec<crate::authn::ldap::config::RawDirectory>,
     auth_order: Option<Vec<String>>,
     name_conflict: Option<String>,
 }
@@ -466,6 +471,7 @@ impl Config {
 
         let oidc =
             crate::authn::oidc::config::validate(raw.oidc, raw.auth_order, raw.name_conflict)?;
+        let ldap = crate::authn::ldap::config::validate(raw.ldap, &oidc.order)?;
         let robot_prefix = raw.robot_prefix.unwrap_or_else(|| "robot$".into());
         let prefix_ok = !robot_prefix.is_empty()
             && robot_prefix.len() <= 32
@@ -594,6 +600,7 @@ impl Config {
             login_failure_window,
             audit_retention,
             oidc,
+            ldap,
             key_publish_delay,
             metrics_listen,
             trusted_proxies,

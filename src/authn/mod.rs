@@ -10,6 +10,7 @@
 //!   successes, and every hit is checked against the user's current epoch;
 //! - refresh tokens are stored only as SHA-256 hashes.
 
+pub mod ldap;
 pub mod machine;
 pub mod oidc;
 pub mod password;
@@ -98,6 +99,10 @@ pub enum AuthError {
     /// cause, for the log). Federated users get 503 for this, never 401.
     #[error("identity provider unavailable: {0}")]
     IdpUnavailable(String),
+    /// An LDAP/AD directory is unreachable, slow or refuses berth's service
+    /// account (the text is the cause, for the log). Directory users get 503.
+    #[error("directory unavailable: {0}")]
+    DirectoryUnavailable(String),
     /// Too many failed sign-ins for this account or address.
     #[error("too many failed sign-ins; retry in {retry_after} s")]
     RateLimited {
@@ -127,6 +132,8 @@ pub struct Authenticated {
     pub allowed_actions: Option<Vec<String>>,
     /// The federated login behind this identity, if any (refresh tokens need it).
     pub federated: Option<Box<oidc::FederatedLogin>>,
+    /// The directory login behind this identity, if any (refresh tokens need it).
+    pub directory: Option<Box<ldap::DirectoryLogin>>,
     /// Scope limits of a personal access token: tokens carry at most what these
     /// cover, whatever the policy grants.
     pub limits: Option<Arc<[crate::policy::limit::Limit]>>,
@@ -140,6 +147,7 @@ impl Authenticated {
             identity,
             allowed_actions: None,
             federated: None,
+            directory: None,
             limits: None,
         }
     }
@@ -193,6 +201,11 @@ pub struct Authenticator {
     dummy_hash: Arc<str>,
     hash_permits: Arc<Semaphore>,
     oidc: Option<Arc<oidc::Oidc>>,
+    ldap: Option<Arc<ldap::Ldap>>,
+    /// Order of backends for passwords (`auth_order`).
+    order: Vec<oidc::Backend>,
+    /// What to do when a federated or directory name is a local account.
+    name_conflict: oidc::NameConflict,
     settings: AuthSettings,
     rng: SystemRandom,
     cache_hits: AtomicU64,
@@ -225,6 +238,31 @@ fn federated_error(e: oidc::OidcError) -> AuthError {
         }
         oidc::OidcError::Store(e) => AuthError::Unavailable(e),
         oidc::OidcError::Internal(why) => AuthError::Internal(why),
+    }
+}
+
+/// Maps a directory failure like [`federated_error`].
+fn directory_error(e: ldap::LdapError) -> AuthError {
+    match e {
+        ldap::LdapError::Rejected(why) => {
+            tracing::info!(reason = %why, "directory login refused");
+            AuthError::BadCredentials
+        }
+        ldap::LdapError::Unavailable(why) | ldap::LdapError::Config(why) => {
+            AuthError::DirectoryUnavailable(why)
+        }
+        ldap::LdapError::Store(e) => AuthError::Unavailable(e),
+        ldap::LdapError::Internal(why) => AuthError::Internal(why),
+    }
+}
+
+/// Of two failures along the chain, the one to report: a backend that could not
+/// answer outweighs one that refused, so users of an unreachable source get 503,
+/// not a misleading "wrong password".
+fn keep_worst(current: AuthError, next: AuthError) -> AuthError {
+    match next {
+        AuthError::BadCredentials => current,
+        other => other,
     }
 }
 
@@ -269,6 +307,9 @@ impl Authenticator {
             dummy_hash: dummy.into(),
             hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
             oidc: None,
+            ldap: None,
+            order: vec![oidc::Backend::Local],
+            name_conflict: oidc::NameConflict::Refuse,
             settings,
             rng,
             cache_hits: AtomicU64::new(0),
@@ -286,6 +327,10 @@ impl Authenticator {
         self.cache
             .as_ref()
             .is_some_and(|c| c.contains_key(&self.cache_key(username, password)))
+            || self
+                .ldap
+                .as_ref()
+                .is_some_and(|l| l.is_cached(username, password))
     }
 
     fn cache_key(&self, username: &str, password: &SecretString) -> [u8; 32] {
@@ -316,8 +361,33 @@ impl Authenticator {
 
     /// Adds the OIDC providers to the chain (see `auth_order`, `name_conflict`).
     pub fn with_oidc(mut self, oidc: Option<oidc::Oidc>) -> Self {
+        if let Some(o) = &oidc {
+            self.order = o.order().to_vec();
+            self.name_conflict = o.name_conflict();
+        }
         self.oidc = oidc.map(Arc::new);
         self
+    }
+
+    /// Adds the LDAP/AD directories to the chain, in the place `order` gives
+    /// them, with `name_conflict` for clashes with local names.
+    pub fn with_ldap(
+        mut self,
+        ldap: Option<ldap::Ldap>,
+        order: &[oidc::Backend],
+        name_conflict: oidc::NameConflict,
+    ) -> Self {
+        if ldap.is_some() {
+            self.order = order.to_vec();
+            self.name_conflict = name_conflict;
+        }
+        self.ldap = ldap.map(Arc::new);
+        self
+    }
+
+    /// The directory backend, when directories are configured.
+    pub fn ldap(&self) -> Option<&Arc<ldap::Ldap>> {
+        self.ldap.as_ref()
     }
 
     /// The OIDC backend, when providers are configured.
@@ -325,31 +395,39 @@ impl Authenticator {
         self.oidc.as_ref()
     }
 
-    /// Checks a username and password along the chain: local accounts and OIDC
-    /// providers in `auth_order`. A provider that cannot be reached gives
-    /// [`AuthError::IdpUnavailable`] unless another backend accepts the password.
+    /// Checks a username and password along the chain: local accounts, OIDC
+    /// providers and LDAP/AD directories in `auth_order`. A provider or directory
+    /// that cannot be reached gives [`AuthError::IdpUnavailable`] or
+    /// [`AuthError::DirectoryUnavailable`] unless another backend accepts the
+    /// password.
     pub async fn password(
         &self,
         username: &str,
         password: SecretString,
     ) -> Result<Authenticated, AuthError> {
-        let Some(oidc) = self.oidc.clone() else {
+        if self.oidc.is_none() && self.ldap.is_none() {
             return self.local_password(username, password).await;
-        };
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
-        let local_name = match Username::from_str(username) {
+        let refuse_clash = self.name_conflict == oidc::NameConflict::Refuse;
+        // Directories match names without case: `Alice` is local `alice` too.
+        let local_name = match Username::from_str(&username.to_lowercase()) {
             Ok(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
             _ => false,
         };
-        // Sign-in page tokens and provider access tokens are never local passwords:
-        // skip the (deliberately slow) hash for them.
-        let federated_only = {
+        let (federated_only, machine_secret) = {
             let pw = password.expose_secret();
-            oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some()
+            (
+                // Sign-in page tokens and provider access tokens are never local
+                // passwords: skip the (deliberately slow) hash for them.
+                oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some(),
+                // Robots and personal access tokens are berth's own.
+                username.starts_with(self.settings.robot_prefix.as_str())
+                    || pw.starts_with(machine::ACCESS_TOKEN_PREFIX),
+            )
         };
         let mut failure = AuthError::BadCredentials;
-        for backend in oidc.order() {
+        for backend in &self.order {
             match backend {
                 oidc::Backend::Local if federated_only => {}
                 oidc::Backend::Local => {
@@ -358,16 +436,77 @@ impl Authenticator {
                         other => return other,
                     }
                 }
-                // A local name is never tried at a provider when clashes are
-                // refused: its password must not leave berth.
-                oidc::Backend::Oidc if local_name => {}
-                oidc::Backend::Oidc => match oidc.password(username, &password, now).await {
-                    Ok(login) => return self.federated(login, refuse_clash).await,
-                    Err(e) => failure = federated_error(e),
-                },
+                oidc::Backend::Oidc => {
+                    // A local name is never tried at a provider when clashes are
+                    // refused: its password must not leave berth.
+                    let Some(oidc) = self.oidc.as_ref().filter(|_| !local_name) else {
+                        continue;
+                    };
+                    match oidc.password(username, &password, now).await {
+                        Ok(login) => return self.federated(login, refuse_clash).await,
+                        Err(e) => failure = keep_worst(failure, federated_error(e)),
+                    }
+                }
+                oidc::Backend::Ldap => {
+                    // Same rule for directories; berth's own secrets and provider
+                    // tokens never go there either.
+                    let Some(ldap) = self
+                        .ldap
+                        .as_ref()
+                        .filter(|_| !local_name && !federated_only && !machine_secret)
+                    else {
+                        continue;
+                    };
+                    match ldap.password(username, &password, now).await {
+                        Ok(login) => return self.directory(login, refuse_clash).await,
+                        Err(e) => failure = keep_worst(failure, directory_error(e)),
+                    }
+                }
             }
         }
         Err(failure)
+    }
+
+    /// Accepts a directory login unless its name is a local account and clashes
+    /// are refused.
+    async fn directory(
+        &self,
+        login: ldap::DirectoryLogin,
+        refuse_clash: bool,
+    ) -> Result<Authenticated, AuthError> {
+        if refuse_clash {
+            if let Ok(name) = Username::from_str(&login.user.username) {
+                if self.store.find_user(&name).await?.is_some() {
+                    tracing::warn!(directory = %login.directory.cfg.name, user = %login.user.username, "directory login refused: a local account has this name (name_conflict = \"refuse\")");
+                    return Err(AuthError::BadCredentials);
+                }
+            }
+        }
+        Ok(Authenticated {
+            user_id: None,
+            identity: login.identity(),
+            allowed_actions: None,
+            federated: None,
+            directory: Some(Box::new(login)),
+            limits: None,
+        })
+    }
+
+    /// Issues a refresh token for a directory authentication; `None` for others.
+    pub async fn issue_directory_refresh(
+        &self,
+        auth: &Authenticated,
+        service: &str,
+        now: i64,
+    ) -> Result<Option<SecretString>, AuthError> {
+        match (&self.ldap, &auth.directory) {
+            (Some(ldap), Some(login)) => ldap
+                .issue_refresh(login, service, now)
+                .await
+                .map(Some)
+                .map_err(directory_error),
+            _ => Ok(None),
+        }
     }
 
     /// Accepts a federated login unless its name is a local account and clashes
@@ -390,6 +529,7 @@ impl Authenticator {
             identity: login.identity(),
             allowed_actions: login.allowed_actions.clone(),
             federated: Some(Box::new(login)),
+            directory: None,
             limits: None,
         })
     }
@@ -402,6 +542,17 @@ impl Authenticator {
         service: &str,
         now: i64,
     ) -> Result<Authenticated, AuthError> {
+        if let Some(ldap) = &self.ldap {
+            if ldap::session::is_session_token(token.expose_secret()) {
+                return match ldap.refresh(token, service, now).await {
+                    Ok(login) => self.directory(login, false).await,
+                    Err(e) => Err(match directory_error(e) {
+                        AuthError::BadCredentials => AuthError::BadRefreshToken,
+                        other => other,
+                    }),
+                };
+            }
+        }
         match &self.oidc {
             Some(oidc) if oidc::session::is_session_token(token.expose_secret()) => {
                 match oidc.refresh(token, service, now).await {

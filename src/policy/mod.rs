@@ -34,6 +34,8 @@ pub enum Kind {
     Anonymous,
     /// A user from an external identity provider.
     Federated,
+    /// A user from an LDAP or Active Directory directory (`[[ldap]]`).
+    Directory,
 }
 
 impl fmt::Display for Kind {
@@ -43,6 +45,7 @@ impl fmt::Display for Kind {
             Kind::Robot => "robot",
             Kind::Anonymous => "anonymous",
             Kind::Federated => "federated",
+            Kind::Directory => "directory",
         })
     }
 }

@@ -18,6 +18,7 @@ mod doctor;
 mod faults;
 mod image;
 mod keycloak;
+mod ldap;
 mod policy_reload;
 mod proc;
 mod registries;
