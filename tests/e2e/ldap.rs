@@ -458,7 +458,7 @@ fn ldap_directory_stopped_and_restarted_under_load() {
         &dir,
         &dir.url(),
         "login_failure_limit = 100000",
-        "cache_ttl = \"0s\"\nconnect_timeout = \"2s\"\nsearch_timeout = \"2s\"",
+        "cache_ttl = \"0s\"",
     );
     let berth = Arc::new(start_berth(&config, &example_policies()));
     let out = berth.cli_ok(&["robot", "create", "ci", "--group", "ci"], None);
@@ -538,6 +538,21 @@ fn ldap_directory_stopped_and_restarted_under_load() {
         restarted,
     );
     eprintln!("directory back: first 200 after {:?}", up - restarted);
+    thread::sleep(Duration::from_secs(1));
+
+    // Slow rather than gone: slapd frozen, connections accepted, no answers.
+    dir.pause();
+    let paused = Instant::now();
+    let slow = wait_for(
+        "503 for a directory that does not answer",
+        &|st, why| st == 503 && why.contains("the directory is unavailable"),
+        paused,
+    );
+    eprintln!("directory frozen: first 503 after {:?}", slow - paused);
+    dir.resume();
+    let resumed = Instant::now();
+    let up = wait_for("a directory sign-in after the freeze", &|st, _| st == 200, resumed);
+    eprintln!("directory thawed: first 200 after {:?}", up - resumed);
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     for w in workers {

@@ -111,14 +111,16 @@ fn entry(out: &mut String, dn: &str, lines: &[String]) {
 }
 
 fn person(out: &mut String, ou: &str, uid: &str, extra: &[String]) {
-    let mut lines = vec![
-        "objectClass: inetOrgPerson".to_owned(),
+    // All values of an attribute together: slapadd wants them adjacent.
+    let mut lines = vec!["objectClass: inetOrgPerson".to_owned()];
+    lines.extend(extra.iter().filter(|l| l.starts_with("objectClass:")).cloned());
+    lines.extend([
         format!("uid: {uid}"),
         format!("cn: {uid}"),
         format!("sn: {uid}"),
         format!("userPassword: {}", dir_password(uid)),
-    ];
-    lines.extend_from_slice(extra);
+    ]);
+    lines.extend(extra.iter().filter(|l| !l.starts_with("objectClass:")).cloned());
     entry(out, &format!("uid={uid},ou={ou},{SUFFIX}"), &lines);
 }
 
@@ -406,6 +408,26 @@ impl Slapd {
     pub fn restart(&mut self) {
         self.stop();
         self.run_daemon();
+    }
+
+    /// Freezes slapd (SIGSTOP): connections are accepted, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Undoes [`Slapd::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("slapd.pid")).expect("slapd.pid");
+        let out = run(
+            Command::new("kill").arg(format!("-{sig}")).arg(pid.trim()),
+            None,
+            Duration::from_secs(10),
+        );
+        assert!(out.success(), "{out}");
     }
 
     /// `ldap://127.0.0.1:PORT`
