@@ -426,6 +426,16 @@ impl Authenticator {
                     || pw.starts_with(machine::ACCESS_TOKEN_PREFIX),
             )
         };
+        // A directory login remembered within its cache_ttl needs neither the
+        // local hash nor the directory. Only when no local account has the name
+        // and clashes are refused, so the local backend could not have accepted.
+        if let Some(ldap) = &self.ldap {
+            if refuse_clash && !local_name && !federated_only && !machine_secret {
+                if let Some(login) = ldap.cached(username, &password) {
+                    return self.directory(login, refuse_clash).await;
+                }
+            }
+        }
         let mut failure = AuthError::BadCredentials;
         for backend in &self.order {
             match backend {

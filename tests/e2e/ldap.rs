@@ -363,6 +363,10 @@ fn ldap_injection_and_bad_input_are_refused_or_literal() {
 
     // Nothing reaches a bind: empty and over-long passwords.
     let binds = dir.binds_for(&dn("alice"));
+    assert!(
+        binds >= 1,
+        "alice's sign-in should show as a bind in slapd's log"
+    );
     expect(
         get_token(&berth, "alice", "", &[], false),
         401,
@@ -551,7 +555,11 @@ fn ldap_directory_stopped_and_restarted_under_load() {
     eprintln!("directory frozen: first 503 after {:?}", slow - paused);
     dir.resume();
     let resumed = Instant::now();
-    let up = wait_for("a directory sign-in after the freeze", &|st, _| st == 200, resumed);
+    let up = wait_for(
+        "a directory sign-in after the freeze",
+        &|st, _| st == 200,
+        resumed,
+    );
     eprintln!("directory thawed: first 200 after {:?}", up - resumed);
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
@@ -750,6 +758,7 @@ fn ldap_refresh_tokens_rechecked_and_name_conflict() {
         0,
         "a local name's password was sent to the directory"
     );
+    assert!(dir.binds_for(&dn("alice")) >= 1, "binds are not counted");
 }
 
 #[test]

@@ -181,6 +181,14 @@ impl Ldap {
         })
     }
 
+    /// The login these credentials gave within `cache_ttl`, if any.
+    pub fn cached(&self, username: &str, password: &SecretString) -> Option<DirectoryLogin> {
+        self.caches.iter().enumerate().find_map(|(idx, c)| {
+            c.as_ref()
+                .and_then(|c| c.get(&self.cache_key(idx, username, password)))
+        })
+    }
+
     /// Checks a username and password with the directories in order. A refusal
     /// from one lets the next try; the first that accepts wins. When none
     /// accepts and one was unreachable, the result is "unavailable".

@@ -113,14 +113,24 @@ fn entry(out: &mut String, dn: &str, lines: &[String]) {
 fn person(out: &mut String, ou: &str, uid: &str, extra: &[String]) {
     // All values of an attribute together: slapadd wants them adjacent.
     let mut lines = vec!["objectClass: inetOrgPerson".to_owned()];
-    lines.extend(extra.iter().filter(|l| l.starts_with("objectClass:")).cloned());
+    lines.extend(
+        extra
+            .iter()
+            .filter(|l| l.starts_with("objectClass:"))
+            .cloned(),
+    );
     lines.extend([
         format!("uid: {uid}"),
         format!("cn: {uid}"),
         format!("sn: {uid}"),
         format!("userPassword: {}", dir_password(uid)),
     ]);
-    lines.extend(extra.iter().filter(|l| !l.starts_with("objectClass:")).cloned());
+    lines.extend(
+        extra
+            .iter()
+            .filter(|l| !l.starts_with("objectClass:"))
+            .cloned(),
+    );
     entry(out, &format!("uid={uid},ou={ou},{SUFFIX}"), &lines);
 }
 
@@ -470,7 +480,7 @@ impl Slapd {
 
     /// Simple binds slapd saw for `dn` so far.
     pub fn binds_for(&self, dn: &str) -> usize {
-        let needle = format!("BIND dn=\"{}\" method=128", dn.to_lowercase());
+        let needle = format!("BIND dn=\"{dn}\" method=128").to_lowercase();
         self.log()
             .lines()
             .filter(|l| l.to_lowercase().contains(&needle))
