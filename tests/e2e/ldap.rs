@@ -444,10 +444,19 @@ fn ldap_injection_and_bad_input_are_refused_or_literal() {
     assert_eq!(groups_line.matches("ldap:bulk-").count(), 50, "{out}");
     assert!(out.stdout.contains("more than max_groups = 50"), "{out}");
 
+    let plain = berth.cli(&["ldap", "check"], None);
+    assert!(plain.success(), "{plain}");
+    assert!(
+        plain
+            .stdout
+            .contains(&format!("service bind as {}: ok", slapd::SERVICE_DN)),
+        "{plain}"
+    );
+
     let log = berth.log();
     assert!(!log.contains(SERVICE_PW), "service password in berth's log");
     assert!(
-        !out.text().contains(SERVICE_PW),
+        !out.text().contains(SERVICE_PW) && !plain.text().contains(SERVICE_PW),
         "service password in ldap check output"
     );
 }
@@ -673,7 +682,7 @@ fn ldap_refresh_tokens_rechecked_and_name_conflict() {
     if !slapd_available("ldap-refresh", &[]) {
         return;
     }
-    let dir = Slapd::start(&Seed::default(), &["127.0.0.1"]);
+    let mut dir = Slapd::start(&Seed::default(), &["127.0.0.1"]);
     let config = write_config(
         &dir,
         &dir.url(),
@@ -695,6 +704,30 @@ fn ldap_refresh_tokens_rechecked_and_name_conflict() {
     assert!(rt.starts_with("ldap."), "{body}");
     let body = expect(refresh(&berth, &rt, scope), 200, "refresh grant", &berth);
     assert_eq!(granted(&body, "team-a/app"), ["pull", "push"], "{body}");
+
+    // Directory away when the re-check is due: 503, not a revoked token.
+    dir.stop();
+    thread::sleep(Duration::from_millis(2500));
+    let body = expect(
+        refresh(&berth, &rt, scope),
+        503,
+        "refresh due for a re-check while the directory is down",
+        &berth,
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the directory is unavailable"),
+        "{body}"
+    );
+    dir.restart();
+    expect(
+        refresh(&berth, &rt, scope),
+        200,
+        "the same refresh token once the directory is back",
+        &berth,
+    );
 
     // Removed from team-a in the directory: the next check after the window sees it.
     dir.modify(&format!(
