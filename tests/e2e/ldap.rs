@@ -58,7 +58,7 @@ fn write_config(slapd: &Slapd, url: &str, top: &str, extra: &str) -> PathBuf {
             r#"{top}
 [[ldap]]
 name = "ldap"
-url = "{url}"
+url = {url}
 ca_file = "{ca}"
 bind_dn = "{service}"
 bind_password_file = "{secret}"
@@ -70,6 +70,11 @@ connect_timeout = "3s"
 search_timeout = "3s"
 {extra}
 "#,
+            url = if url.starts_with('[') {
+                url.to_owned()
+            } else {
+                format!("\"{url}\"")
+            },
             ca = slapd.pki.ca_pem.display(),
             service = slapd::SERVICE_DN,
             secret = secret.display(),
@@ -318,10 +323,28 @@ fn ldap_injection_and_bad_input_are_refused_or_literal() {
     );
     let berth = start_berth(&config, &example_policies());
     let alice_pw = dir_password("alice");
-    expect(
-        get_token(&berth, "alice", &alice_pw, &[], false),
+    let body = expect(
+        get_token(&berth, "alice", &alice_pw, &[], true),
         200,
         "alice over ldaps",
+        &berth,
+    );
+    let rt = body["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    expect(
+        refresh(&berth, &rt, "repository:alice/a:pull"),
+        200,
+        "alice's refresh token",
+        &berth,
+    );
+    let out = berth.cli_ok(&["ldap", "revoke-user", "Alice"], None);
+    assert!(out.stdout.contains("revoked 1 docker login"), "{out}");
+    expect(
+        refresh(&berth, &rt, "repository:alice/a:pull"),
+        400,
+        "alice's refresh token after berth ldap revoke-user",
         &berth,
     );
 
@@ -600,6 +623,55 @@ fn ldap_directory_stopped_and_restarted_under_load() {
         count("local") > 10 && count("robot") > 10,
         "too little load to tell"
     );
+}
+
+#[test]
+fn ldap_failover_past_a_refusing_and_a_silent_server() {
+    if !slapd_available("ldap-failover", &[]) {
+        return;
+    }
+    let dir = Slapd::start(&Seed::default(), &["127.0.0.1"]);
+    // Nothing listens on the first port; the second accepts and never answers.
+    let refused = crate::proc::free_port();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let urls = format!(
+        "[\"ldap://127.0.0.1:{refused}\", \"ldap://{}\", \"{}\"]",
+        silent.local_addr().unwrap(),
+        dir.url()
+    );
+    let config = write_config(&dir, &urls, "", "cache_ttl = \"0s\"");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("connect_timeout = \"3s\"", "connect_timeout = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    let berth = start_berth(&config, &example_policies());
+    let started = Instant::now();
+    expect(
+        get_token(&berth, "alice", &dir_password("alice"), &[], false),
+        200,
+        "alice with two dead servers listed first",
+        &berth,
+    );
+    eprintln!("first sign-in through failover: {:?}", started.elapsed());
+    assert!(
+        berth.log().contains("directory failover"),
+        "{}",
+        berth.log_tail(20)
+    );
+    // The server that answered is tried first from then on.
+    let started = Instant::now();
+    expect(
+        get_token(&berth, "bob", &dir_password("bob"), &[], false),
+        200,
+        "bob",
+        &berth,
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the next sign-in waited for the silent server again: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]
