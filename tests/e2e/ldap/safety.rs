@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::slapd::{self, dir_password, Seed, Slapd, SERVICE_PW};
+use super::slapd::{self, dir_password, Seed, Slapd, SERVICE_PW, SUFFIX};
 use super::{
     dn, example_policies, expect, get_token, refresh, send, slapd_available, start_berth,
     write_config,
@@ -190,5 +190,61 @@ fn ldap_injection_and_bad_input_are_refused_or_literal() {
     assert!(
         !out.text().contains(SERVICE_PW) && !plain.text().contains(SERVICE_PW),
         "service password in ldap check output"
+    );
+}
+
+#[test]
+fn ldap_user_dn_template_escapes_the_name() {
+    if !slapd_available("ldap-user-dn", &[]) {
+        return;
+    }
+    let dir = Slapd::start(&Seed::default(), &["127.0.0.1"]);
+    let config = write_config(&dir, &dir.url(), "login_failure_limit = 100000", "");
+    // The DN built from a template instead of a search.
+    let text: String = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("user_filter"))
+        .map(|l| {
+            if l.starts_with("user_base") {
+                format!("user_dn = \"uid={{username}},ou=people,{SUFFIX}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    let berth = start_berth(&config, &example_policies());
+    let pw = dir_password("alice");
+    expect(
+        get_token(&berth, "alice", &pw, &[], false),
+        200,
+        "alice by DN template",
+        &berth,
+    );
+    // Unescaped, these would name alice's entry (or another one) by DN syntax.
+    for name in [
+        "alice,ou=people",
+        "alice+cn=alice",
+        "alice\\,x",
+        "*",
+        "alice\0",
+        " alice",
+    ] {
+        expect(
+            get_token(&berth, name, &pw, &[], false),
+            401,
+            &format!("username {name:?} in a DN template, alice's password"),
+            &berth,
+        );
+    }
+    // A name with a comma is one RDN value, matched literally.
+    let out = berth.cli(
+        &["ldap", "check", "--user", "smith, john", "--password-stdin"],
+        Some(&format!("{}\n", dir_password("smith"))),
+    );
+    assert!(
+        out.text().contains("not usable as a berth account name"),
+        "\"smith, john\" should be found by its escaped DN and then refused by name:\n{out}"
     );
 }
