@@ -177,3 +177,24 @@ impl Authenticator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_backend_outweighs_a_refusal() {
+        let kind = |e: &AuthError| std::mem::discriminant(e);
+        let down = || AuthError::DirectoryUnavailable("down".into());
+        let idp = || AuthError::IdpUnavailable("down".into());
+        // Refused after unreachable: still unreachable (503, not 401).
+        let e = keep_worst(down(), AuthError::BadCredentials);
+        assert_eq!(kind(&e), kind(&down()));
+        let e = keep_worst(AuthError::BadCredentials, idp());
+        assert_eq!(kind(&e), kind(&idp()));
+        let e = keep_worst(AuthError::BadCredentials, AuthError::BadCredentials);
+        assert!(matches!(e, AuthError::BadCredentials));
+        let e = keep_worst(down(), AuthError::RateLimited { retry_after: 5 });
+        assert!(matches!(e, AuthError::RateLimited { retry_after: 5 }));
+    }
+}
