@@ -102,6 +102,18 @@ def render(cells):
         "key header form, algorithm, clock skew)."
     )
     out.append("")
+    out.append("### Identity sources")
+    out.append("")
+    out.append("Every source below signs in through `docker login` and gets tokens by the same policy; `auth_order` sets the order they are tried in.")
+    out.append("")
+    out.append("| source | configured by | `kind` in policy | tested against |")
+    out.append("|---|---|---|---|")
+    out.append("| local users | `berth user add` | `user` | SQLite and PostgreSQL |")
+    out.append("| robot accounts | `berth robot create` | `robot` | SQLite and PostgreSQL |")
+    out.append("| OpenID Connect | `[[oidc]]` | `federated` | Keycloak 26 |")
+    out.append("| LDAP | `[[ldap]]` | `directory` | OpenLDAP 2.5 (slapd) over StartTLS and ldaps |")
+    out.append("| Active Directory | `[[ldap]]` with `active_directory = true` | `directory` | an AD-style schema in OpenLDAP (`sAMAccountName`, `userAccountControl`, `accountExpires`), not a Windows domain controller |")
+    out.append("")
     out.append("### Registries × signing keys")
     out.append("")
     out.append(

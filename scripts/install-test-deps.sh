@@ -6,7 +6,7 @@ set -euo pipefail
 # dockerd runs with --bridge=none --iptables=false and vfs storage, podman as
 # root with vfs, so no uidmap/fuse-overlayfs/slirp4netns; iptables,
 # runc and containers-common (policy.json) come as dependencies.
-packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime buildah containerd)
+packages=(docker.io docker-registry podman skopeo containernetworking-plugins postgresql faketime buildah containerd slapd ldap-utils)
 declare -A why=(
   [buildah]="buildah login/push/pull end-to-end tests (compatibility matrix)"
   [containerd]="containerd + ctr: the tests start their own containerd and pull/push with ctr (compatibility matrix)"
@@ -16,6 +16,8 @@ declare -A why=(
   [docker-registry]="distribution 2.8 registry, configured with auth.token pointing at berth"
   [podman]="podman login/push/pull end-to-end tests"
   [postgresql]="PostgreSQL server: the store's test suite and the two-replica tests run against it"
+  [slapd]="OpenLDAP server: the [[ldap]] tests start their own slapd (own config dir and port) with a seeded tree"
+  [ldap-utils]="ldapadd/ldapmodify/ldapsearch: the [[ldap]] tests seed and change the test directory"
   [skopeo]="skopeo login/copy tests; converts the test image for docker load"
 )
 

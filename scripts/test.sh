@@ -46,7 +46,7 @@ step "policy tests and lint: policies/ and examples/policies/*/"
 # tests and lint; any failing case or finding fails the run.
 cargo run --quiet -- policy test --policies policies
 cargo run --quiet -- policy lint --policies policies
-for dir in examples/policies/*/ examples/keycloak/policies/; do
+for dir in examples/policies/*/ examples/keycloak/policies/ examples/ldap/policies/; do
   echo "-- ${dir}"
   cargo run --quiet -- policy test --policies "${dir}"
   cargo run --quiet -- policy lint --policies "${dir}"

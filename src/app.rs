@@ -32,6 +32,9 @@ pub enum StartError {
     /// An `[[oidc]]` provider could not be set up (client secret, CA file).
     #[error("{0}")]
     Oidc(#[from] authn::oidc::OidcError),
+    /// An `[[ldap]]` directory could not be set up (bind password, CA file).
+    #[error("{0}")]
+    Ldap(#[from] authn::ldap::LdapError),
     /// TLS certificate or key unusable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
@@ -213,7 +216,21 @@ pub async fn build(
             absolute: config.refresh_absolute,
         },
     )?;
-    let auth = auth.with_oidc(oidc);
+    let ldap = authn::ldap::Ldap::new(
+        &config.ldap,
+        auth.store().clone(),
+        authn::ldap::SessionLimits {
+            idle: config.refresh_idle,
+            absolute: config.refresh_absolute,
+        },
+        authn::ldap::BurstLimit {
+            failures: config.login_failure_limit,
+            window: config.login_failure_window,
+        },
+    )?;
+    let auth = auth
+        .with_oidc(oidc)
+        .with_ldap(ldap, &config.oidc.order, config.oidc.name_conflict);
     let signer = Signer::new(keys, &config);
     let tls = match &config.tls {
         Some(files) => Some(crate::net::tls::CertStore::load(&files.cert, &files.key)?),
@@ -350,6 +367,13 @@ async fn purge_loop(state: AppState) {
         let window = i64::try_from(state.config.login_failure_window.as_secs()).unwrap_or(300);
         if let Err(e) = store.purge_login_failures(now, window).await {
             tracing::warn!(error = %e, "could not purge failed sign-in counters");
+        }
+        if state.auth.ldap().is_some() {
+            match state.auth.store().purge_ldap(now, idle).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired directory sessions removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge expired directory sessions"),
+            }
         }
         if state.auth.oidc().is_some() {
             match state.auth.store().purge_oidc(now, idle).await {

@@ -212,6 +212,9 @@ pub struct Config {
     pub audit_required: bool,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::authn::oidc::OidcSettings,
+    /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their
+    /// place in the chain is `oidc.order`.
+    pub ldap: Vec<crate::authn::ldap::DirectoryConfig>,
     /// How long `berth key rotate` publishes a new key before it signs, so
     /// registries that read the bundle or JWKS file at start can be restarted.
     pub key_publish_delay: Duration,
@@ -278,6 +281,8 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     oidc: Vec<crate::authn::oidc::config::RawProvider>,
+    #[serde(default)]
+    ldap: Vec<crate::authn::ldap::config::RawDirectory>,
     auth_order: Option<Vec<String>>,
     name_conflict: Option<String>,
 }
@@ -504,6 +509,7 @@ impl Config {
 
         let oidc =
             crate::authn::oidc::config::validate(raw.oidc, raw.auth_order, raw.name_conflict)?;
+        let ldap = crate::authn::ldap::config::validate(raw.ldap, &oidc.order)?;
         let robot_prefix = raw.robot_prefix.unwrap_or_else(|| "robot$".into());
         let prefix_ok = !robot_prefix.is_empty()
             && robot_prefix.len() <= 32
@@ -729,6 +735,7 @@ impl Config {
             audit_queue,
             audit_required,
             oidc,
+            ldap,
             key_publish_delay,
             metrics_listen,
             trusted_proxies,

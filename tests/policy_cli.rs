@@ -40,6 +40,21 @@ fn every_example_passes_its_tests_and_lints_clean() {
 }
 
 #[test]
+fn ldap_example_policy_passes_its_tests_and_lints_clean() {
+    let dir = repo().join("examples/ldap/policies");
+    let test = berth(&["policy", "test", "--policies", s(&dir)]);
+    assert!(
+        test.success() && test.stdout.contains(" passed, 0 failed"),
+        "{test}"
+    );
+    let lint = berth(&["policy", "lint", "--policies", s(&dir)]);
+    assert!(
+        lint.success() && lint.stdout.contains("no findings"),
+        "{lint}"
+    );
+}
+
+#[test]
 fn shipped_policies_pass_their_tests_and_lint_clean() {
     // Default policy directory: `policies/` of the working directory.
     let out = ok(&["policy", "test"]);

@@ -88,6 +88,7 @@ impl Authenticator {
             },
             allowed_actions: None,
             federated: None,
+            directory: None,
             limits: None,
         })
     }
@@ -125,6 +126,7 @@ impl Authenticator {
             identity: identity_of(&user, "token"),
             allowed_actions: None,
             federated: None,
+            directory: None,
             limits: Some(Arc::from(limits)),
         })
     }

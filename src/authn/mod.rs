@@ -10,7 +10,9 @@
 //!   successes, and every hit is checked against the user's current epoch;
 //! - refresh tokens are stored only as SHA-256 hashes.
 
+mod chain;
 pub mod flight;
+pub mod ldap;
 pub mod machine;
 pub mod oidc;
 pub mod password;
@@ -99,6 +101,10 @@ pub enum AuthError {
     /// cause, for the log). Federated users get 503 for this, never 401.
     #[error("identity provider unavailable: {0}")]
     IdpUnavailable(String),
+    /// An LDAP/AD directory is unreachable, slow or refuses berth's service
+    /// account (the text is the cause, for the log). Directory users get 503.
+    #[error("directory unavailable: {0}")]
+    DirectoryUnavailable(String),
     /// Too many failed sign-ins for this account or address.
     #[error("too many failed sign-ins; retry in {retry_after} s")]
     RateLimited {
@@ -132,6 +138,8 @@ pub struct Authenticated {
     pub allowed_actions: Option<Vec<String>>,
     /// The federated login behind this identity, if any (refresh tokens need it).
     pub federated: Option<Box<oidc::FederatedLogin>>,
+    /// The directory login behind this identity, if any (refresh tokens need it).
+    pub directory: Option<Box<ldap::DirectoryLogin>>,
     /// Scope limits of a personal access token: tokens carry at most what these
     /// cover, whatever the policy grants.
     pub limits: Option<Arc<[crate::policy::limit::Limit]>>,
@@ -145,6 +153,7 @@ impl Authenticated {
             identity,
             allowed_actions: None,
             federated: None,
+            directory: None,
             limits: None,
         }
     }
@@ -208,6 +217,11 @@ pub struct Authenticator {
     hash_permits: Arc<Semaphore>,
     flights: flight::Flights,
     oidc: Option<Arc<oidc::Oidc>>,
+    ldap: Option<Arc<ldap::Ldap>>,
+    /// Order of backends for passwords (`auth_order`).
+    order: Vec<oidc::Backend>,
+    /// What to do when a federated or directory name is a local account.
+    name_conflict: oidc::NameConflict,
     settings: AuthSettings,
     rng: SystemRandom,
     cache_hits: AtomicU64,
@@ -240,6 +254,22 @@ fn federated_error(e: oidc::OidcError) -> AuthError {
         }
         oidc::OidcError::Store(e) => AuthError::Unavailable(e),
         oidc::OidcError::Internal(why) => AuthError::Internal(why),
+    }
+}
+
+/// Maps a directory failure like [`federated_error`].
+fn directory_error(e: ldap::LdapError) -> AuthError {
+    match e {
+        ldap::LdapError::Rejected(why) => {
+            tracing::info!(reason = %why, "directory login refused");
+            AuthError::BadCredentials
+        }
+        ldap::LdapError::Unavailable(why) | ldap::LdapError::Config(why) => {
+            AuthError::DirectoryUnavailable(why)
+        }
+        ldap::LdapError::Throttled { retry_after } => AuthError::RateLimited { retry_after },
+        ldap::LdapError::Store(e) => AuthError::Unavailable(e),
+        ldap::LdapError::Internal(why) => AuthError::Internal(why),
     }
 }
 
@@ -285,6 +315,9 @@ impl Authenticator {
             hash_permits: Arc::new(Semaphore::new(settings.hash_concurrency)),
             flights: flight::Flights::default(),
             oidc: None,
+            ldap: None,
+            order: vec![oidc::Backend::Local],
+            name_conflict: oidc::NameConflict::Refuse,
             settings,
             rng,
             cache_hits: AtomicU64::new(0),
@@ -302,6 +335,10 @@ impl Authenticator {
         self.cache
             .as_ref()
             .is_some_and(|c| c.contains_key(&self.cache_key(username, password)))
+            || self
+                .ldap
+                .as_ref()
+                .is_some_and(|l| l.is_cached(username, password))
     }
 
     fn cache_key(&self, username: &str, password: &SecretString) -> [u8; 32] {
@@ -334,82 +371,38 @@ impl Authenticator {
 
     /// Adds the OIDC providers to the chain (see `auth_order`, `name_conflict`).
     pub fn with_oidc(mut self, oidc: Option<oidc::Oidc>) -> Self {
+        if let Some(o) = &oidc {
+            self.order = o.order().to_vec();
+            self.name_conflict = o.name_conflict();
+        }
         self.oidc = oidc.map(Arc::new);
         self
+    }
+
+    /// Adds the LDAP/AD directories to the chain, in the place `order` gives
+    /// them, with `name_conflict` for clashes with local names.
+    pub fn with_ldap(
+        mut self,
+        ldap: Option<ldap::Ldap>,
+        order: &[oidc::Backend],
+        name_conflict: oidc::NameConflict,
+    ) -> Self {
+        if ldap.is_some() {
+            self.order = order.to_vec();
+            self.name_conflict = name_conflict;
+        }
+        self.ldap = ldap.map(Arc::new);
+        self
+    }
+
+    /// The directory backend, when directories are configured.
+    pub fn ldap(&self) -> Option<&Arc<ldap::Ldap>> {
+        self.ldap.as_ref()
     }
 
     /// The OIDC backend, when providers are configured.
     pub fn oidc(&self) -> Option<&Arc<oidc::Oidc>> {
         self.oidc.as_ref()
-    }
-
-    /// Checks a username and password along the chain: local accounts and OIDC
-    /// providers in `auth_order`. A provider that cannot be reached gives
-    /// [`AuthError::IdpUnavailable`] unless another backend accepts the password.
-    pub async fn password(
-        &self,
-        username: &str,
-        password: SecretString,
-    ) -> Result<Authenticated, AuthError> {
-        let Some(oidc) = self.oidc.clone() else {
-            return self.local_password(username, password).await;
-        };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
-        let local_name = match Username::from_str(username) {
-            Ok(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
-            _ => false,
-        };
-        // Sign-in page tokens and provider access tokens are never local passwords:
-        // skip the (deliberately slow) hash for them.
-        let federated_only = {
-            let pw = password.expose_secret();
-            oidc::pat::is_token(pw) || oidc::jwt::peek(pw).is_some()
-        };
-        let mut failure = AuthError::BadCredentials;
-        for backend in oidc.order() {
-            match backend {
-                oidc::Backend::Local if federated_only => {}
-                oidc::Backend::Local => {
-                    match self.local_password(username, password.clone()).await {
-                        Err(AuthError::BadCredentials) => {}
-                        other => return other,
-                    }
-                }
-                // A local name is never tried at a provider when clashes are
-                // refused: its password must not leave berth.
-                oidc::Backend::Oidc if local_name => {}
-                oidc::Backend::Oidc => match oidc.password(username, &password, now).await {
-                    Ok(login) => return self.federated(login, refuse_clash).await,
-                    Err(e) => failure = federated_error(e),
-                },
-            }
-        }
-        Err(failure)
-    }
-
-    /// Accepts a federated login unless its name is a local account and clashes
-    /// are refused.
-    async fn federated(
-        &self,
-        login: oidc::FederatedLogin,
-        refuse_clash: bool,
-    ) -> Result<Authenticated, AuthError> {
-        if refuse_clash {
-            if let Ok(name) = Username::from_str(&login.user.username) {
-                if self.store.find_user(&name).await?.is_some() {
-                    tracing::warn!(provider = %login.provider.cfg.name, user = %login.user.username, "federated login refused: a local account has this name (name_conflict = \"refuse\")");
-                    return Err(AuthError::BadCredentials);
-                }
-            }
-        }
-        Ok(Authenticated {
-            user_id: None,
-            identity: login.identity(),
-            allowed_actions: login.allowed_actions.clone(),
-            federated: Some(Box::new(login)),
-            limits: None,
-        })
     }
 
     /// Authenticates with a refresh token: federated ones go to the OIDC backend
@@ -420,6 +413,17 @@ impl Authenticator {
         service: &str,
         now: i64,
     ) -> Result<Authenticated, AuthError> {
+        if let Some(ldap) = &self.ldap {
+            if ldap::session::is_session_token(token.expose_secret()) {
+                return match ldap.refresh(token, service, now).await {
+                    Ok(login) => self.directory(login, false).await,
+                    Err(e) => Err(match directory_error(e) {
+                        AuthError::BadCredentials => AuthError::BadRefreshToken,
+                        other => other,
+                    }),
+                };
+            }
+        }
         match &self.oidc {
             Some(oidc) if oidc::session::is_session_token(token.expose_secret()) => {
                 match oidc.refresh(token, service, now).await {

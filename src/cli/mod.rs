@@ -5,6 +5,7 @@ mod audit;
 mod db;
 mod doctor;
 mod key;
+mod ldap;
 mod oidc;
 mod policy;
 mod probe;
@@ -70,6 +71,10 @@ enum Command {
     /// users hold.
     #[command(subcommand)]
     Oidc(oidc::OidcCommand),
+    /// LDAP and Active Directory: check directories (`[[ldap]]`); revoke a
+    /// directory user's docker logins.
+    #[command(subcommand)]
+    Ldap(ldap::LdapCommand),
     /// Check, test and lint policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -121,6 +126,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(config, cmd).await,
         Command::Key(cmd) => key::run(config, cmd),
         Command::Oidc(cmd) => oidc::run(config, cmd).await,
+        Command::Ldap(cmd) => ldap::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Robot(cmd) => robot::run(config, cmd).await,
         Command::Token(cmd) => access_token::run(config, cmd).await,

@@ -75,8 +75,9 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
         "robot" => Ok(Kind::Robot),
         "anonymous" => Ok(Kind::Anonymous),
         "federated" => Ok(Kind::Federated),
+        "directory" => Ok(Kind::Directory),
         other => Err(format!(
-            "unknown kind {other:?} (user, robot, anonymous, federated)"
+            "unknown kind {other:?} (user, robot, anonymous, federated, directory)"
         )),
     }
 }

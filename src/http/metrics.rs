@@ -262,6 +262,7 @@ pub fn backend_of(error: &AuthError) -> &'static str {
     match error {
         AuthError::Unavailable(_) => "database",
         AuthError::IdpUnavailable(_) => "identity_provider",
+        AuthError::DirectoryUnavailable(_) => "directory",
         // Not backend failures; never counted (they do not become a 5xx).
         AuthError::BadCredentials | AuthError::BadRefreshToken | AuthError::RateLimited { .. } => {
             "none"

@@ -141,6 +141,10 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
             tracing::error!(error = %cause, "identity provider unreachable");
             ApiError::unavailable("the identity provider")
         }
+        AuthError::DirectoryUnavailable(cause) => {
+            tracing::error!(error = %cause, "directory unreachable");
+            ApiError::unavailable("the directory")
+        }
     }
 }
 
@@ -185,7 +189,11 @@ async fn issue(
     log.kind = Some(identity.kind);
     log.via = identity.via;
     if let Some(account) = &req.account {
-        if identity.kind != policy::Kind::Anonymous && *account != identity.subject {
+        // Directory names match without case (`JSmith` signs in as jsmith).
+        let same = *account == identity.subject
+            || (identity.kind == policy::Kind::Directory
+                && account.eq_ignore_ascii_case(&identity.subject));
+        if identity.kind != policy::Kind::Anonymous && !same {
             return Err(ApiError::invalid_request(
                 "account does not match the authenticated user",
             ));
@@ -266,6 +274,11 @@ async fn issue(
         (true, Grant::Get | Grant::Password, None) if authenticated.federated.is_some() => state
             .auth
             .issue_federated_refresh(&authenticated, &service, now.unix_timestamp())
+            .await
+            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
+        (true, Grant::Get | Grant::Password, None) if authenticated.directory.is_some() => state
+            .auth
+            .issue_directory_refresh(&authenticated, &service, now.unix_timestamp())
             .await
             .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
         _ => None,

@@ -167,11 +167,12 @@ impl FileCtx<'_> {
                         "robot" => Kind::Robot,
                         "anonymous" => Kind::Anonymous,
                         "federated" => Kind::Federated,
+                        "directory" => Kind::Directory,
                         other => {
                             return Err(self.at(
                                 at,
                                 format!(
-                                    "unknown kind {other:?} (user, robot, anonymous, federated)"
+                                    "unknown kind {other:?} (user, robot, anonymous, federated, directory)"
                                 ),
                             ))
                         }

@@ -35,6 +35,8 @@ pub enum Kind {
     Anonymous,
     /// A user from an external identity provider.
     Federated,
+    /// A user from an LDAP or Active Directory directory (`[[ldap]]`).
+    Directory,
 }
 
 impl fmt::Display for Kind {
@@ -44,6 +46,7 @@ impl fmt::Display for Kind {
             Kind::Robot => "robot",
             Kind::Anonymous => "anonymous",
             Kind::Federated => "federated",
+            Kind::Directory => "directory",
         })
     }
 }

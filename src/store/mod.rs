@@ -9,6 +9,7 @@
 mod audit;
 mod generation;
 mod inline;
+pub mod ldap;
 mod limits;
 pub mod oidc;
 mod robots;

@@ -24,6 +24,7 @@ mod doctor;
 mod faults;
 mod image;
 mod keycloak;
+mod ldap;
 mod mount;
 mod policy_reload;
 mod proc;

@@ -70,6 +70,8 @@ pub enum Backend {
     Local,
     /// The `[[oidc]]` providers, in the order configured.
     Oidc,
+    /// The `[[ldap]]` directories, in the order configured.
+    Ldap,
 }
 
 /// What happens when a federated login carries the name of a local account.
@@ -152,7 +154,7 @@ impl Default for OidcSettings {
     fn default() -> Self {
         OidcSettings {
             providers: Vec::new(),
-            order: vec![Backend::Local, Backend::Oidc],
+            order: vec![Backend::Local, Backend::Oidc, Backend::Ldap],
             name_conflict: NameConflict::Refuse,
         }
     }
@@ -353,17 +355,20 @@ pub fn validate(
     }
 
     let order = match auth_order {
-        None => vec![Backend::Local, Backend::Oidc],
+        None => vec![Backend::Local, Backend::Oidc, Backend::Ldap],
         Some(list) => {
             let mut order = Vec::new();
             for s in &list {
                 let b = match s.as_str() {
                     "local" => Backend::Local,
                     "oidc" => Backend::Oidc,
+                    "ldap" => Backend::Ldap,
                     other => {
                         return Err(invalid(
                             "auth_order",
-                            format!("unknown backend {other:?} (use \"local\" and \"oidc\")"),
+                            format!(
+                                "unknown backend {other:?} (use \"local\", \"oidc\" and \"ldap\")"
+                            ),
                         ))
                     }
                 };
@@ -432,7 +437,7 @@ mod tests {
         assert_eq!(p.revalidate, Duration::from_secs(300));
         assert_eq!(p.timeout, Duration::from_secs(5));
         assert_eq!(p.token_username, TokenUsername::Match);
-        assert_eq!(s.order, vec![Backend::Local, Backend::Oidc]);
+        assert_eq!(s.order, vec![Backend::Local, Backend::Oidc, Backend::Ldap]);
         assert_eq!(s.name_conflict, NameConflict::Refuse);
         assert_eq!(parse("").unwrap(), OidcSettings::default());
     }
@@ -469,7 +474,14 @@ mod tests {
             (&format!("{MIN}name='Bad Name'"), "oidc[0].name"),
             (&format!("{MIN}{MIN}"), "oidc[1].name"),
             (&format!("auth_order=['oidc']\n{MIN}"), "auth_order"),
-            (&format!("auth_order=['local','ldap']\n{MIN}"), "auth_order"),
+            (
+                &format!("auth_order=['local','kerberos']\n{MIN}"),
+                "auth_order",
+            ),
+            (
+                &format!("auth_order=['local','ldap','ldap']\n{MIN}"),
+                "auth_order",
+            ),
             (&format!("name_conflict='merge'\n{MIN}"), "name_conflict"),
             (&format!("{MIN}groups_prefix='a b'"), "groups_prefix"),
         ] {
