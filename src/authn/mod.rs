@@ -420,13 +420,18 @@ impl Authenticator {
     ) -> Result<Authenticated, AuthError> {
         match &self.oidc {
             Some(oidc) if oidc::session::is_session_token(token.expose_secret()) => {
-                match oidc.refresh(token, service, now).await {
-                    Ok(login) => self.federated(login, false).await,
-                    Err(e) => Err(match federated_error(e) {
-                        AuthError::BadCredentials => AuthError::BadRefreshToken,
-                        other => other,
-                    }),
-                }
+                // The clash is checked on every use, not only at login: a local
+                // account created since then owns the name, and a federated
+                // session must not go on speaking for it.
+                let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
+                let outcome = match oidc.refresh(token, service, now).await {
+                    Ok(login) => self.federated(login, refuse_clash).await,
+                    Err(e) => Err(federated_error(e)),
+                };
+                outcome.map_err(|e| match e {
+                    AuthError::BadCredentials => AuthError::BadRefreshToken,
+                    other => other,
+                })
             }
             _ => self.refresh(token, service, now).await,
         }

@@ -227,8 +227,9 @@ impl Oidc {
             return Err(OidcError::Rejected("provider returned no ID token".into()));
         };
         let client = [p.cfg.client_id.clone()];
+        let issuer = p.issuer().await?;
         let expect = Expect {
-            issuer: &p.cfg.issuer,
+            issuer: &issuer,
             audiences: &client,
             authorized_party: None,
             typ: &["ID"],

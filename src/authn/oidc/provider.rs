@@ -348,6 +348,15 @@ impl Provider {
         jwt::verify(token, &keys, expect).map_err(OidcError::Token)
     }
 
+    /// The issuer tokens must name, exactly as the provider's discovery document
+    /// writes it. The configured issuer is compared with it up to a trailing
+    /// slash (discovery lives under the issuer without one), but tokens are held
+    /// to the provider's own spelling: `https://sso.example.com/` verifies where
+    /// the provider says so, and only there.
+    pub async fn issuer(&self) -> Result<String, OidcError> {
+        Ok(self.metadata().await?.issuer.clone())
+    }
+
     /// Verifies an access token obtained by berth itself (grant responses): issuer,
     /// signature, expiry, and audience berth or authorized party berth.
     pub async fn user_from_access_token(
@@ -355,8 +364,9 @@ impl Provider {
         token: &str,
         now: i64,
     ) -> Result<FederatedUser, OidcError> {
+        let issuer = self.issuer().await?;
         let expect = Expect {
-            issuer: &self.cfg.issuer,
+            issuer: &issuer,
             audiences: &self.cfg.audiences,
             authorized_party: Some(&self.cfg.client_id),
             typ: &["Bearer", "at+jwt"],
@@ -374,8 +384,9 @@ impl Provider {
         token: &str,
         now: i64,
     ) -> Result<FederatedUser, OidcError> {
+        let issuer = self.issuer().await?;
         let expect = Expect {
-            issuer: &self.cfg.issuer,
+            issuer: &issuer,
             audiences: &self.cfg.audiences,
             authorized_party: None,
             typ: &["Bearer", "at+jwt"],
