@@ -15,6 +15,9 @@ mod machine;
 #[path = "http/lockout.rs"]
 mod lockout;
 
+#[path = "http/login_flood.rs"]
+mod login_flood;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

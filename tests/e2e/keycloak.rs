@@ -9,6 +9,7 @@ mod borrow;
 mod failures;
 mod faulty;
 mod fixture;
+mod page_recheck;
 mod replicas;
 mod sync;
 mod webdriver;

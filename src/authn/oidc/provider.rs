@@ -348,6 +348,14 @@ impl Provider {
         jwt::verify(token, &keys, expect).map_err(OidcError::Token)
     }
 
+    /// The key that seals this provider's sign-ins in progress into browser
+    /// cookies. Derived from the client secret, which every replica has and no
+    /// browser does, so any replica opens what another sealed and nobody else
+    /// can forge one; rotating the secret only voids sign-ins in progress.
+    pub fn flow_key(&self) -> Option<ring::aead::LessSafeKey> {
+        super::seal::shared_key(&self.secret, b"berth sign-in flow v1")
+    }
+
     /// The issuer tokens must name, exactly as the provider's discovery document
     /// writes it. The configured issuer is compared with it up to a trailing
     /// slash (discovery lives under the issuer without one), but tokens are held
