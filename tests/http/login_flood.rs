@@ -196,6 +196,17 @@ async fn login_start_flood_writes_nothing_and_sign_ins_still_work() {
         assert_eq!(r.status(), 400, "{what}");
         assert_eq!(calls(), 0, "{what}: the code must not reach the provider");
     }
+    // A flow past its ten minutes is refused too (berth's clock, moved on).
+    let oidc = s.state.auth.oidc().expect("oidc configured").clone();
+    let later = time::OffsetDateTime::now_utc().unix_timestamp()
+        + berth::authn::oidc::browser::PENDING_TTL.as_secs() as i64
+        + 1;
+    let e = oidc
+        .finish_login(&state, &flow, "c0de", later)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+    assert_eq!(calls(), 0, "an expired flow must not reach the provider");
     let r = callback(&state, Some(&flow)).await.unwrap();
     assert_eq!(r.status(), 400, "the provider refused the made-up code");
     let page = r.text().await.unwrap();

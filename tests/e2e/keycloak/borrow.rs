@@ -76,6 +76,52 @@ fn keycloak_realm_admins_group_borrows_no_local_authority() {
     }
 }
 
+/// With the default settings the realm group `/admins` arrives as
+/// `keycloak:admins`: a rule for that name matches mallory, a federated rule
+/// for the bare name `admins` does not.
+#[test]
+fn keycloak_groups_are_namespaced_by_default() {
+    let Some(kc) = keycloak("keycloak-group-namespace") else {
+        return;
+    };
+    let _kc = fixture::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ns.toml"),
+        r#"
+[[rule]]
+id = "namespaced"
+kind = "federated"
+group = "keycloak:admins"
+type = "repository"
+name = "ns/**"
+allow = ["pull"]
+
+[[rule]]
+id = "bare"
+kind = "federated"
+group = "admins"
+type = "repository"
+name = "bare/**"
+allow = ["pull"]
+"#,
+    )
+    .expect("policy");
+    let berth = start_berth_with(&kc.issuer(), IDP_TIMEOUT, "", "", dir.path());
+    let (status, body) = berth.get_token(
+        Some(("mallory", &kc_password("mallory"))),
+        &["repository:ns/app:pull", "repository:bare/app:pull"],
+    );
+    assert_eq!(status, 200, "mallory: {body}");
+    let access = claims(&body)["access"].clone();
+    assert_eq!(
+        access,
+        serde_json::json!([{"type": "repository", "name": "ns/app", "actions": ["pull"]},
+                           {"type": "repository", "name": "bare/app", "actions": []}]),
+        "only the namespaced group name matches"
+    );
+}
+
 #[test]
 fn keycloak_refresh_token_refused_once_a_local_account_takes_the_name() {
     let Some(kc) = keycloak("keycloak-refresh-clash") else {
