@@ -308,13 +308,7 @@ pub async fn callback(
     };
     match oidc.finish_login(st, &flow, code, now()).await {
         Ok((id, session)) if local_clash(&state, &oidc, &session.user.username).await => {
-            oidc.end_browser_session(&id).await;
-            tracing::warn!(user = %session.user.username, "sign-in refused: a local account has this name (name_conflict = \"refuse\")");
-            problem(
-                StatusCode::FORBIDDEN,
-                "Sign-in refused",
-                "A local berth account has the same name; ask the administrator.",
-            )
+            clash_refusal(&oidc, &id, &session.user.username).await
         }
         Ok((id, _)) => redirect(
             "/login",
@@ -350,6 +344,17 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
         Ok(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
         Err(_) => false,
     }
+}
+
+/// Ends the page session of a federated user whose name is a local account.
+async fn clash_refusal(oidc: &Oidc, id: &str, username: &str) -> Response {
+    oidc.end_browser_session(id).await;
+    tracing::warn!(user = %username, "sign-in page refused: a local account has this name (name_conflict = \"refuse\")");
+    problem(
+        StatusCode::FORBIDDEN,
+        "Sign-in refused",
+        "A local berth account has the same name; ask the administrator.",
+    )
 }
 
 /// Checks a POST: signed in, same origin, CSRF token.
@@ -425,13 +430,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Err(e) => return failure(&state, e),
     };
     if local_clash(&state, &oidc, &s.user.username).await {
-        oidc.end_browser_session(&id).await;
-        tracing::warn!(user = %s.user.username, "token refused: a local account has this name (name_conflict = \"refuse\")");
-        return problem(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "A local berth account has the same name; ask the administrator.",
-        );
+        return clash_refusal(&oidc, &id, &s.user.username).await;
     }
     let actions: Vec<String> = match param(&form, "access") {
         Some("pull") => vec!["pull".into()],
