@@ -41,6 +41,15 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The local account a federated or typed name would clash with: local
+    /// names are lowercase, and providers (or people typing) may capitalise, so
+    /// `Admin` from a provider is the local `admin` for the clash rule, and a
+    /// password typed for `Admin` is never sent to a provider while `admin`
+    /// is local. `None` when no local account could have this name.
+    pub fn clash_form(name: &str) -> Option<Username> {
+        Username::from_str(&name.to_ascii_lowercase()).ok()
+    }
 }
 
 impl fmt::Display for Username {
@@ -354,8 +363,8 @@ impl Authenticator {
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
-        let local_name = match Username::from_str(username) {
-            Ok(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
+        let local_name = match Username::clash_form(username) {
+            Some(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
             _ => false,
         };
         // Sign-in page tokens and provider access tokens are never local passwords:
@@ -394,7 +403,7 @@ impl Authenticator {
         refuse_clash: bool,
     ) -> Result<Authenticated, AuthError> {
         if refuse_clash {
-            if let Ok(name) = Username::from_str(&login.user.username) {
+            if let Some(name) = Username::clash_form(&login.user.username) {
                 if self.store.find_user(&name).await?.is_some() {
                     tracing::warn!(provider = %login.provider.cfg.name, user = %login.user.username, "federated login refused: a local account has this name (name_conflict = \"refuse\")");
                     return Err(AuthError::BadCredentials);
@@ -575,5 +584,25 @@ impl Authenticator {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Username;
+
+    #[test]
+    fn clash_form_folds_case_only() {
+        let local = |s: &str| Username::clash_form(s).map(|u| u.as_str().to_owned());
+        assert_eq!(local("Admin").as_deref(), Some("admin"));
+        assert_eq!(local("ADMIN").as_deref(), Some("admin"));
+        assert_eq!(local("admin").as_deref(), Some("admin"));
+        // No local account can have these names: nothing to clash with.
+        assert_eq!(local("alice@example.com"), None);
+        assert_eq!(local("-x"), None);
+        // Look-alikes outside ASCII never fold onto a local name (and federated
+        // names are ASCII only, see jwt::valid_username).
+        assert_eq!(local("\u{0430}dmin"), None);
+        assert_eq!(local("adm\u{0131}n"), None);
     }
 }

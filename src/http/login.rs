@@ -339,10 +339,10 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
     if oidc.name_conflict() != crate::authn::oidc::NameConflict::Refuse {
         return false;
     }
-    match username.parse::<crate::authn::Username>() {
+    match crate::authn::Username::clash_form(username) {
         // A database failure refuses too: better no session than a wrong one.
-        Ok(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
-        Err(_) => false,
+        Some(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
+        None => false,
     }
 }
 
