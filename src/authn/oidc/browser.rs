@@ -46,6 +46,8 @@ pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
 const MAX_FLOW_COOKIE: usize = 2048;
 /// Authenticated with every sealed flow, with the provider's name.
 const FLOW_AAD: &[u8] = b"berth sign-in flow v1 ";
+/// Random bytes that make each flow cookie's key its own (see [`Provider::flow_key`]).
+const FLOW_SALT: usize = 16;
 
 /// A sign-in in progress, sealed into the browser's flow cookie.
 #[derive(Serialize, Deserialize)]
@@ -188,13 +190,17 @@ impl Oidc {
         // Nothing is stored: the flow travels in the browser's cookie, sealed.
         let json = serde_json::to_vec(&pending)
             .map_err(|e| OidcError::Internal(format!("encoding sign-in state: {e}")))?;
+        let mut salt = [0u8; FLOW_SALT];
+        ring::rand::SecureRandom::fill(&self.rng, &mut salt)
+            .map_err(|_| OidcError::Internal("no randomness".into()))?;
         let sealed = p
-            .flow_key()
+            .flow_key(&salt)
             .and_then(|k| seal::seal_with(&self.rng, &k, &flow_aad(&p.cfg.name), &json))
             .ok_or_else(|| OidcError::Internal("sealing failed".into()))?;
+        let cookie = [salt.as_slice(), &sealed].concat();
         Ok(Started {
             url,
-            cookie: format!("{}.{}", p.cfg.name, BASE64URL_NOPAD.encode(&sealed)),
+            cookie: format!("{}.{}", p.cfg.name, BASE64URL_NOPAD.encode(&cookie)),
         })
     }
 
@@ -206,8 +212,9 @@ impl Oidc {
         }
         let (name, sealed) = cookie.split_once('.')?;
         let p = self.browser_provider(name)?;
-        let sealed = BASE64URL_NOPAD.decode(sealed.as_bytes()).ok()?;
-        let json = seal::open_with(&p.flow_key()?, &flow_aad(name), &sealed)?;
+        let raw = BASE64URL_NOPAD.decode(sealed.as_bytes()).ok()?;
+        let (salt, sealed) = raw.split_at_checked(FLOW_SALT)?;
+        let json = seal::open_with(&p.flow_key(salt)?, &flow_aad(name), sealed)?;
         let pending: Pending = serde_json::from_slice(&json).ok()?;
         (pending.provider == name && now < pending.expires_at).then_some((p, pending))
     }

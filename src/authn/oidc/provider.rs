@@ -348,12 +348,16 @@ impl Provider {
         jwt::verify(token, &keys, expect).map_err(OidcError::Token)
     }
 
-    /// The key that seals this provider's sign-ins in progress into browser
-    /// cookies. Derived from the client secret, which every replica has and no
-    /// browser does, so any replica opens what another sealed and nobody else
-    /// can forge one; rotating the secret only voids sign-ins in progress.
-    pub fn flow_key(&self) -> Option<ring::aead::LessSafeKey> {
-        super::seal::shared_key(&self.secret, b"berth sign-in flow v1")
+    /// The key that seals one of this provider's sign-ins in progress into a
+    /// browser cookie. Derived from the client secret, which every replica has
+    /// and no browser does, so any replica opens what another sealed and nobody
+    /// else can forge one; rotating the secret only voids sign-ins in progress.
+    /// The cookie's random `salt` gives each cookie its own key, so however many
+    /// `/login/start` a stranger asks for, no key seals more than one flow and
+    /// random nonces can never repeat under one key.
+    pub fn flow_key(&self, salt: &[u8]) -> Option<ring::aead::LessSafeKey> {
+        let label = [b"berth sign-in flow v1 ".as_slice(), salt].concat();
+        super::seal::shared_key(&self.secret, &label)
     }
 
     /// The issuer tokens must name, exactly as the provider's discovery document
