@@ -24,6 +24,9 @@ mod edge;
 #[path = "http/edge_input.rs"]
 mod edge_input;
 
+#[path = "http/login_flood.rs"]
+mod login_flood;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -451,6 +451,79 @@ allow = ["pull"]
     assert!(!out.stdout.contains("rule fine"), "{out}");
 }
 
+/// The group clash an attacker would use: the rule a 0.x berth shipped
+/// (`group = "admins"`, any kind) lends everything to a federated user whose
+/// provider sends a group named `admins`. Lint names it, `check` shows the
+/// borrowed grant, and the shipped rule (with `kind`) lends nothing.
+#[test]
+fn lint_names_a_group_rule_a_federated_user_could_borrow() {
+    let dir = policy_dir(
+        r#"
+[[rule]]
+id = "admins"
+group = "admins"
+allow = ["*"]
+
+[[rule]]
+id = "teams"
+name = "${group}/**"
+allow = ["pull", "push"]
+"#,
+    );
+    let out = fails(&["policy", "lint", "--policies", s(dir.path())]);
+    for id in ["admins", "teams"] {
+        assert!(
+            out.stdout.contains(&format!("rule {id}: grants by"))
+                && out.stdout.contains("without `kind`"),
+            "{id}: {out}"
+        );
+    }
+    assert!(out.stderr.contains("2 finding(s)"), "{out}");
+    let borrowed = ok(&[
+        "policy",
+        "check",
+        "--policies",
+        s(dir.path()),
+        "--account",
+        "mallory",
+        "--kind",
+        "federated",
+        "--group",
+        "admins",
+        "--scope",
+        "registry:catalog:*",
+    ]);
+    assert!(
+        borrowed.stdout.contains("registry:catalog:* -> *"),
+        "{borrowed}"
+    );
+    // The shipped policy: the same federated identity gets nothing.
+    let shipped_dir = repo().join("policies");
+    let shipped = ok(&[
+        "policy",
+        "check",
+        "--policies",
+        s(&shipped_dir),
+        "--account",
+        "mallory",
+        "--kind",
+        "federated",
+        "--group",
+        "admins",
+        "--scope",
+        "registry:catalog:*",
+        "--scope",
+        "repository:bob/app:pull,push",
+    ]);
+    assert!(
+        shipped.stdout.contains("registry:catalog:* -> (nothing)")
+            && shipped
+                .stdout
+                .contains("repository:bob/app:pull,push -> (nothing)"),
+        "{shipped}"
+    );
+}
+
 #[test]
 fn lint_names_an_allow_a_deny_always_cancels() {
     let dir = policy_dir(

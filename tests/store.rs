@@ -694,25 +694,9 @@ async fn federated(store: &Store) {
     browser_flows(store).await;
 }
 
-/// Sign-ins in progress are taken once and never after expiry; browser
-/// sessions are found, touched, purged when idle or old, and deleted.
+/// Browser sessions are found, touched, resealed after a check with the
+/// provider, purged when idle or old, and deleted.
 async fn browser_flows(store: &Store) {
-    store
-        .insert_oidc_pending(&[21u8; 32], &[1, 2], 1_000)
-        .await
-        .unwrap();
-    store
-        .insert_oidc_pending(&[22u8; 32], &[3], 1_000)
-        .await
-        .unwrap();
-    let take =
-        |h: u8, now: i64| async move { store.take_oidc_pending(&[h; 32], now).await.unwrap() };
-    assert_eq!(take(21, 999).await, Some(vec![1, 2]));
-    assert_eq!(take(21, 999).await, None, "taken once");
-    assert_eq!(take(22, 1_000).await, None, "expired");
-    assert_eq!(take(22, 0).await, None, "an expired take still removes it");
-    assert_eq!(take(23, 0).await, None, "unknown");
-
     let find = |h: u8| async move { store.find_browser_session(&[h; 32]).await.unwrap() };
     for h in [31, 32, 33] {
         store
@@ -724,12 +708,12 @@ async fn browser_flows(store: &Store) {
     store.touch_browser_session(&[31u8; 32], 500).await.unwrap();
     store.touch_browser_session(&[33u8; 32], 500).await.unwrap();
     store
-        .insert_oidc_pending(&[24u8; 32], &[9], 550)
+        .update_browser_session(&[33u8; 32], &[3, 3], 520)
         .await
         .unwrap();
-    // At 600, idle 200, max 1000: session 32 (idle since 100) and the pending
-    // sign-in that expired at 550 go.
-    assert_eq!(store.purge_browser_flows(600, 200, 1_000).await.unwrap(), 2);
+    assert_eq!(find(33).await, Some((vec![3, 3], 100, 520)));
+    // At 600, idle 200, max 1000: session 32 (idle since 100) goes.
+    assert_eq!(store.purge_browser_flows(600, 200, 1_000).await.unwrap(), 1);
     assert_eq!(find(32).await, None);
     assert_eq!(find(31).await, Some((vec![31], 100, 500)));
     store.delete_browser_session(&[31u8; 32]).await.unwrap();

@@ -8,8 +8,6 @@
 //! never go to a directory; and a backend that could not answer outweighs one
 //! that refused, so users of an unreachable source get 503, not "wrong password".
 
-use std::str::FromStr;
-
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
@@ -44,8 +42,8 @@ impl Authenticator {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let refuse_clash = self.name_conflict == oidc::NameConflict::Refuse;
         // Directories match names without case: `Alice` is local `alice` too.
-        let local_name = match Username::from_str(&username.to_lowercase()) {
-            Ok(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
+        let local_name = match Username::clash_form(username) {
+            Some(name) if refuse_clash => self.store.find_user(&name).await?.is_some(),
             _ => false,
         };
         let (federated_only, machine_secret) = {
@@ -118,7 +116,7 @@ impl Authenticator {
         refuse_clash: bool,
     ) -> Result<Authenticated, AuthError> {
         if refuse_clash {
-            if let Ok(name) = Username::from_str(&login.user.username) {
+            if let Some(name) = Username::clash_form(&login.user.username) {
                 if self.store.find_user(&name).await?.is_some() {
                     tracing::warn!(directory = %login.directory.cfg.name, user = %login.user.username, "directory login refused: a local account has this name (name_conflict = \"refuse\")");
                     return Err(AuthError::BadCredentials);
@@ -160,7 +158,7 @@ impl Authenticator {
         refuse_clash: bool,
     ) -> Result<Authenticated, AuthError> {
         if refuse_clash {
-            if let Ok(name) = Username::from_str(&login.user.username) {
+            if let Some(name) = Username::clash_form(&login.user.username) {
                 if self.store.find_user(&name).await?.is_some() {
                     tracing::warn!(provider = %login.provider.cfg.name, user = %login.user.username, "federated login refused: a local account has this name (name_conflict = \"refuse\")");
                     return Err(AuthError::BadCredentials);

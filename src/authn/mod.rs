@@ -43,6 +43,15 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The local account a federated or typed name would clash with: local
+    /// names are lowercase, and providers (or people typing) may capitalise, so
+    /// `Admin` from a provider is the local `admin` for the clash rule, and a
+    /// password typed for `Admin` is never sent to a provider while `admin`
+    /// is local. `None` when no local account could have this name.
+    pub fn clash_form(name: &str) -> Option<Username> {
+        Username::from_str(&name.to_ascii_lowercase()).ok()
+    }
 }
 
 impl fmt::Display for Username {
@@ -426,13 +435,18 @@ impl Authenticator {
         }
         match &self.oidc {
             Some(oidc) if oidc::session::is_session_token(token.expose_secret()) => {
-                match oidc.refresh(token, service, now).await {
-                    Ok(login) => self.federated(login, false).await,
-                    Err(e) => Err(match federated_error(e) {
-                        AuthError::BadCredentials => AuthError::BadRefreshToken,
-                        other => other,
-                    }),
-                }
+                // The clash is checked on every use, not only at login: a local
+                // account created since then owns the name, and a federated
+                // session must not go on speaking for it.
+                let refuse_clash = oidc.name_conflict() == oidc::NameConflict::Refuse;
+                let outcome = match oidc.refresh(token, service, now).await {
+                    Ok(login) => self.federated(login, refuse_clash).await,
+                    Err(e) => Err(federated_error(e)),
+                };
+                outcome.map_err(|e| match e {
+                    AuthError::BadCredentials => AuthError::BadRefreshToken,
+                    other => other,
+                })
             }
             _ => self.refresh(token, service, now).await,
         }
@@ -576,5 +590,25 @@ impl Authenticator {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Username;
+
+    #[test]
+    fn clash_form_folds_case_only() {
+        let local = |s: &str| Username::clash_form(s).map(|u| u.as_str().to_owned());
+        assert_eq!(local("Admin").as_deref(), Some("admin"));
+        assert_eq!(local("ADMIN").as_deref(), Some("admin"));
+        assert_eq!(local("admin").as_deref(), Some("admin"));
+        // No local account can have these names: nothing to clash with.
+        assert_eq!(local("alice@example.com"), None);
+        assert_eq!(local("-x"), None);
+        // Look-alikes outside ASCII never fold onto a local name (and federated
+        // names are ASCII only, see jwt::valid_username).
+        assert_eq!(local("\u{0430}dmin"), None);
+        assert_eq!(local("adm\u{0131}n"), None);
     }
 }

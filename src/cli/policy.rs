@@ -60,7 +60,8 @@ pub enum PolicyCommand {
         policies: Option<PathBuf>,
     },
     /// Report rules that can never match, allows always cancelled by a deny,
-    /// unknown actions and files without rules.
+    /// group rules without `kind` (federated users could match them), unknown
+    /// actions and files without rules.
     Lint {
         /// Policy directory (default: the configured one, or the built-in
         /// default policy while that does not exist).

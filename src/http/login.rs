@@ -224,7 +224,8 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 /// `GET /login/start/{provider}`: redirect to the provider, with a flow cookie
-/// that binds the callback to this browser.
+/// that binds the callback to this browser. Writes nothing: anyone may call it,
+/// as often as they like, before authenticating (the flow is in the cookie).
 pub async fn start(State(state): State<AppState>, Path(provider): Path<String>) -> Response {
     let oidc = match oidc(&state) {
         Ok(o) => o.clone(),
@@ -237,8 +238,8 @@ pub async fn start(State(state): State<AppState>, Path(provider): Path<String>) 
             &[cookie(
                 &state,
                 FLOW_COOKIE,
-                &format!("{}.{}", started.state, started.binding),
-                600,
+                &started.cookie,
+                crate::authn::oidc::browser::PENDING_TTL.as_secs(),
             )],
         ),
         Err(e) => failure(&state, e),
@@ -298,26 +299,16 @@ pub async fn callback(
             "The callback lacks state or code.",
         );
     };
-    let flow = read_cookie(&headers, FLOW_COOKIE).unwrap_or_default();
-    let (cookie_state, binding) = flow.split_once('.').unwrap_or(("", ""));
-    if !bool::from(cookie_state.as_bytes().ct_eq(st.as_bytes())) {
-        // Still consume the state server-side, so it cannot be replayed.
-        let _ = oidc.finish_login(st, "", "", now()).await;
+    let Some(flow) = read_cookie(&headers, FLOW_COOKIE).filter(|f| !f.is_empty()) else {
         return problem(
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
             "This sign-in was not started in this browser (or it expired). Start again.",
         );
-    }
-    match oidc.finish_login(st, binding, code, now()).await {
+    };
+    match oidc.finish_login(st, &flow, code, now()).await {
         Ok((id, session)) if local_clash(&state, &oidc, &session.user.username).await => {
-            oidc.end_browser_session(&id).await;
-            tracing::warn!(user = %session.user.username, "sign-in refused: a local account has this name (name_conflict = \"refuse\")");
-            problem(
-                StatusCode::FORBIDDEN,
-                "Sign-in refused",
-                "A local berth account has the same name; ask the administrator.",
-            )
+            clash_refusal(&oidc, &id, &session.user.username).await
         }
         Ok((id, _)) => redirect(
             "/login",
@@ -348,11 +339,22 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
     if oidc.name_conflict() != crate::authn::oidc::NameConflict::Refuse {
         return false;
     }
-    match username.parse::<crate::authn::Username>() {
+    match crate::authn::Username::clash_form(username) {
         // A database failure refuses too: better no session than a wrong one.
-        Ok(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
-        Err(_) => false,
+        Some(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
+        None => false,
     }
+}
+
+/// Ends the page session of a federated user whose name is a local account.
+async fn clash_refusal(oidc: &Oidc, id: &str, username: &str) -> Response {
+    oidc.end_browser_session(id).await;
+    tracing::warn!(user = %username, "sign-in page refused: a local account has this name (name_conflict = \"refuse\")");
+    problem(
+        StatusCode::FORBIDDEN,
+        "Sign-in refused",
+        "A local berth account has the same name; ask the administrator.",
+    )
 }
 
 /// Checks a POST: signed in, same origin, CSRF token.
@@ -416,10 +418,20 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(o) => o.clone(),
         Err(r) => return *r,
     };
-    let (s, form) = match check_post(&state, &headers, &body).await {
-        Ok(p) => (p.session, p.form),
+    let (id, form) = match check_post(&state, &headers, &body).await {
+        Ok(p) => (p.id, p.form),
         Err(r) => return *r,
     };
+    // The user as the provider sees them now, not as at sign-in: one disabled
+    // or logged out since gets no token, and the token carries today's groups.
+    let s = match oidc.revalidated_session(&id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return redirect("/login", &[cookie(&state, SESSION_COOKIE, "", 0)]),
+        Err(e) => return failure(&state, e),
+    };
+    if local_clash(&state, &oidc, &s.user.username).await {
+        return clash_refusal(&oidc, &id, &s.user.username).await;
+    }
     let actions: Vec<String> = match param(&form, "access") {
         Some("pull") => vec!["pull".into()],
         Some("pull,push") => vec!["pull".into(), "push".into()],

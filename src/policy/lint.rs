@@ -1,5 +1,6 @@
 //! Static checks of a policy: rules that can never match, allows that a deny always
-//! cancels. Findings are advice; loading does not depend on them.
+//! cancels, and group rules that do not say which kinds of identity they are for.
+//! Findings are advice; loading does not depend on them.
 
 use super::pattern::Pattern;
 use super::{Kind, Policy, Rule};
@@ -57,6 +58,31 @@ fn always_with(d: &Rule, r: &Rule) -> bool {
         && (d.ip.is_none() || d.ip == r.ip)
 }
 
+/// Why a rule that grants by group lends that grant to every kind of identity.
+///
+/// Group names come from two places: berth's own users and robots, and the
+/// claims of an identity provider. A rule keyed on a group but on no `kind`
+/// grants to a federated user whose provider sends a group of that name (with
+/// `groups_prefix = ""` any provider can), so a realm group `/admins` would
+/// borrow what the local group `admins` was given. The rule must say whose
+/// groups it means.
+fn group_without_kind(rule: &Rule) -> Option<&'static str> {
+    if rule.kinds.is_some() || rule.allow.is_empty() {
+        return None;
+    }
+    if rule.group.is_some() {
+        return Some("`group`");
+    }
+    if rule
+        .name
+        .as_ref()
+        .is_some_and(|n| n.as_str().contains("${group}"))
+    {
+        return Some("`${group}` in `name`");
+    }
+    None
+}
+
 /// Findings, one line each, naming the rule id.
 pub fn lint(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
@@ -67,6 +93,12 @@ pub fn lint(policy: &Policy) -> Vec<String> {
         }
         if rule.allow.is_empty() {
             continue;
+        }
+        if let Some(by) = group_without_kind(rule) {
+            out.push(format!(
+                "rule {}: grants by {by} without `kind`, so federated users whose identity provider sends a group of that name get it too; say whose groups it means: kind = [\"user\", \"robot\"] for local groups, kind = \"federated\" for a provider's",
+                rule.id
+            ));
         }
         for d in policy.rules() {
             if d.deny.is_empty() || !always_with(d, rule) {
@@ -134,5 +166,54 @@ allow = ["pull", "delete"]
             !findings.iter().any(|f| f.contains("rule fine")),
             "{findings:?}"
         );
+    }
+
+    #[test]
+    fn group_rules_must_say_which_kinds_they_are_for() {
+        let p = parse_file(
+            "g.toml",
+            r#"
+[[rule]]
+id = "admins-any-kind"
+group = "admins"
+allow = ["*"]
+[[rule]]
+id = "teams-any-kind"
+name = "${group}/**"
+allow = ["pull"]
+[[rule]]
+id = "admins-local"
+kind = ["user", "robot"]
+group = "admins"
+allow = ["*"]
+[[rule]]
+id = "teams-shared-on-purpose"
+kind = ["user", "federated"]
+group = "team-*"
+name = "${group}/**"
+allow = ["push"]
+[[rule]]
+id = "deny-only"
+group = "interns"
+deny = ["delete"]
+"#,
+        )
+        .unwrap()
+        .policy;
+        let findings = lint(&p);
+        for id in ["admins-any-kind", "teams-any-kind"] {
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.contains(&format!("rule {id}:")) && f.contains("without `kind`")),
+                "{id}: {findings:?}"
+            );
+        }
+        for id in ["admins-local", "teams-shared-on-purpose", "deny-only"] {
+            assert!(
+                !findings.iter().any(|f| f.contains(&format!("rule {id}:"))),
+                "{id}: {findings:?}"
+            );
+        }
     }
 }

@@ -399,44 +399,6 @@ impl Store {
         Ok(a.rows_affected() + b.rows_affected())
     }
 
-    /// Stores a sign-in in progress (sealed by the caller).
-    pub async fn insert_oidc_pending(
-        &self,
-        state_hash: &[u8],
-        sealed: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO oidc_pending (state_hash, sealed, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(state_hash)
-        .bind(sealed)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Takes a sign-in in progress: deletes it and returns it unless expired. One
-    /// statement, so of two callbacks with one state at most one gets it.
-    pub async fn take_oidc_pending(
-        &self,
-        state_hash: &[u8],
-        now: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query(
-            "DELETE FROM oidc_pending WHERE state_hash = $1 RETURNING sealed, expires_at",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let expires_at: i64 = row.try_get("expires_at")?;
-        Ok((now < expires_at)
-            .then(|| row.try_get("sealed"))
-            .transpose()?)
-    }
-
     /// Stores a signed-in browser (sealed by the caller).
     pub async fn insert_browser_session(
         &self,
@@ -478,6 +440,25 @@ impl Store {
         .map_err(StoreError::from)
     }
 
+    /// Replaces a signed-in browser's sealed state after a check with the
+    /// provider (fresh groups, the provider's next refresh token), as a use.
+    pub async fn update_browser_session(
+        &self,
+        id_hash: &[u8],
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE oidc_browser_sessions SET sealed = $1, last_used_at = $2 WHERE id_hash = $3",
+        )
+        .bind(sealed)
+        .bind(now)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a use of a signed-in browser.
     pub async fn touch_browser_session(&self, id_hash: &[u8], now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE oidc_browser_sessions SET last_used_at = $1 WHERE id_hash = $2")
@@ -497,8 +478,10 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes expired sign-ins in progress and browser sessions idle for `idle`
-    /// or older than `max` seconds. Returns how many rows went.
+    /// Deletes browser sessions idle for `idle` or older than `max` seconds, and
+    /// expired sign-ins in progress that an older berth kept in `oidc_pending`
+    /// (berth now keeps them in the browser's cookie and writes none). Returns
+    /// how many rows went.
     pub async fn purge_browser_flows(
         &self,
         now: i64,

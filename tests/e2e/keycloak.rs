@@ -5,9 +5,11 @@
 //! One Keycloak serves every test here (see `fixture`); each test starts its own
 //! berth and registry, and users that a test changes are that test's alone.
 
+mod borrow;
 mod failures;
 mod faulty;
 mod fixture;
+mod page_recheck;
 mod replicas;
 mod sync;
 mod webdriver;
@@ -54,6 +56,22 @@ fn start_berth(kc: &Keycloak) -> Berth {
 /// [`start_berth`] with the provider at `issuer`, called with `timeout`, and
 /// `top` (top-level settings) at the head of the config file.
 fn start_berth_for(issuer: &str, timeout: Duration, top: &str) -> Berth {
+    start_berth_with(issuer, timeout, top, DOCUMENTED_GROUPS, &policies())
+}
+
+/// The group settings of the documented configuration
+/// (`examples/keycloak/berth.toml`): Keycloak groups share local group names.
+const DOCUMENTED_GROUPS: &str = "groups_prefix = \"\"";
+
+/// [`start_berth_for`] with `provider` (more `[[oidc]]` settings) and the
+/// policy directory `policies`.
+fn start_berth_with(
+    issuer: &str,
+    timeout: Duration,
+    top: &str,
+    provider: &str,
+    policies: &Path,
+) -> Berth {
     let dir = tempfile::Builder::new()
         .prefix("berth-e2e-kc-config.")
         .tempdir()
@@ -76,6 +94,7 @@ revalidate = "{revalidate}s"
 grant_cache_ttl = "{cache}s"
 timeout = "{timeout}s"
 jwks_min_refetch = "1s"
+{provider}
 "#,
             client = fixture::CLIENT_ID,
             secret = secret.display(),
@@ -85,10 +104,7 @@ jwks_min_refetch = "1s"
         ),
     )
     .expect("config");
-    let berth = Berth::start_with_env(
-        &policies(),
-        &[("BERTH_CONFIG", config.display().to_string())],
-    );
+    let berth = Berth::start_with_env(policies, &[("BERTH_CONFIG", config.display().to_string())]);
     berth.add_user(LOCAL_USER, LOCAL_PASSWORD, &[]);
     berth
 }

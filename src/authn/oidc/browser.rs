@@ -1,16 +1,23 @@
 //! The browser sign-in: authorization code flow with PKCE (S256), `state` and
 //! `nonce`, and the short server-side sessions of the sign-in page.
 //!
-//! Invariants: a `state` is single-use and expires after [`PENDING_TTL`]; the
-//! callback must come from the browser that started the flow (its cookie carries
-//! a binding secret compared in constant time); the code is exchanged with the
-//! PKCE verifier only berth knows; the ID token must carry the nonce berth sent.
-//! HTTP details (cookies, pages) are `http::login`'s.
+//! Invariants: nothing is written before the provider has authenticated the
+//! user. A sign-in in progress (state, nonce, PKCE verifier) lives only in the
+//! browser's flow cookie, sealed (AES-256-GCM) under a key derived from the
+//! provider's client secret, so any replica opens it and nobody can forge or
+//! read one; it expires after [`PENDING_TTL`]. The callback's `state` must equal
+//! the sealed one (constant time), so the callback comes from the browser that
+//! started the flow; the code is exchanged with the PKCE verifier only that
+//! cookie holds, and a code is good for one exchange at the provider; the ID
+//! token must carry the nonce berth sent. HTTP details (cookies, pages) are
+//! `http::login`'s.
 //!
-//! Flows and sessions live in the database, so replicas share them: a browser
-//! may start on one replica and return to another. Rows are keyed by SHA-256 of
-//! the state or session cookie and sealed under that value, so the database
-//! alone holds no verifier, nonce or provider token.
+//! Page sessions, created once the provider has vouched, live in the database so
+//! replicas share them, keyed by SHA-256 of the session cookie and sealed under
+//! it (the database alone holds no provider token). A session is re-checked with
+//! the provider at most every `revalidate` while it lives, and always before a
+//! token is minted: a user disabled or logged out at the provider is signed out,
+//! and group changes take effect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +42,22 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(1800);
 /// Longest a sign-in page session lasts.
 pub const SESSION_MAX: Duration = Duration::from_secs(8 * 3600);
 
-/// A sign-in in progress, as sealed under its `state`.
+/// Longest flow cookie value accepted (a sealed flow is about 500 bytes).
+const MAX_FLOW_COOKIE: usize = 2048;
+/// Authenticated with every sealed flow, with the provider's name.
+const FLOW_AAD: &[u8] = b"berth sign-in flow v1 ";
+/// Random bytes that make each flow cookie's key its own (see [`Provider::flow_key`]).
+const FLOW_SALT: usize = 16;
+
+/// A sign-in in progress, sealed into the browser's flow cookie.
 #[derive(Serialize, Deserialize)]
 struct Pending {
     provider: String,
-    binding: String,
+    state: String,
     nonce: String,
     verifier: String,
     redirect_uri: String,
+    expires_at: i64,
 }
 
 /// A signed-in browser, as sealed under its session id.
@@ -54,6 +69,10 @@ struct SealedSession {
     groups: Vec<String>,
     idp_refresh: Option<String>,
     csrf: String,
+    /// Unix seconds of the last check with the provider (0 in sessions an
+    /// older berth sealed: checked on first use).
+    #[serde(default)]
+    checked_at: i64,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -74,7 +93,8 @@ fn open_json<T: for<'de> Deserialize<'de>>(key: &str, sealed: &[u8]) -> Option<T
     serde_json::from_str(json.expose_secret()).ok()
 }
 
-/// Removes expired sign-ins in progress and browser sessions.
+/// Removes browser sessions past their idle or absolute limit (and sign-ins in
+/// progress an older berth kept in the database).
 pub async fn purge(store: &Store, now: i64) -> Result<u64, StoreError> {
     store
         .purge_browser_flows(now, secs(SESSION_IDLE), secs(SESSION_MAX))
@@ -107,10 +127,13 @@ impl std::fmt::Debug for BrowserSession {
 pub struct Started {
     /// The provider's authorization URL with all parameters.
     pub url: String,
-    /// `state`, also the key of the pending flow.
-    pub state: String,
-    /// Secret the callback's cookie must carry.
-    pub binding: String,
+    /// The flow cookie's value: the provider's name and the sealed flow. Opaque
+    /// to the browser; the callback must bring it back.
+    pub cookie: String,
+}
+
+fn flow_aad(provider: &str) -> Vec<u8> {
+    [FLOW_AAD, provider.as_bytes()].concat()
 }
 
 /// PKCE S256 challenge of a verifier (RFC 7636 §4.2).
@@ -138,14 +161,16 @@ impl Oidc {
         let rand = |n| {
             random_string(&self.rng, n).ok_or_else(|| OidcError::Internal("no randomness".into()))
         };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let state = rand(32)?;
         let pending = Pending {
             provider: p.cfg.name.clone(),
-            binding: rand(32)?,
+            state: state.clone(),
             nonce: rand(32)?,
             verifier: rand(32)?,
             redirect_uri: redirect_uri.to_owned(),
+            expires_at: now + secs(PENDING_TTL),
         };
-        let state = rand(32)?;
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
             .append_pair("client_id", &p.cfg.client_id)
@@ -162,56 +187,62 @@ impl Oidc {
             '?'
         };
         let url = format!("{}{sep}{query}", meta.authorization_endpoint);
-        let binding = pending.binding.clone();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let sealed = seal_json(self, &state, &pending)?;
-        self.store
-            .insert_oidc_pending(&secret_hash(&state), &sealed, now + secs(PENDING_TTL))
-            .await
-            .map_err(OidcError::Store)?;
+        // Nothing is stored: the flow travels in the browser's cookie, sealed.
+        let json = serde_json::to_vec(&pending)
+            .map_err(|e| OidcError::Internal(format!("encoding sign-in state: {e}")))?;
+        let mut salt = [0u8; FLOW_SALT];
+        ring::rand::SecureRandom::fill(&self.rng, &mut salt)
+            .map_err(|_| OidcError::Internal("no randomness".into()))?;
+        let sealed = p
+            .flow_key(&salt)
+            .and_then(|k| seal::seal_with(&self.rng, &k, &flow_aad(&p.cfg.name), &json))
+            .ok_or_else(|| OidcError::Internal("sealing failed".into()))?;
+        let cookie = [salt.as_slice(), &sealed].concat();
         Ok(Started {
             url,
-            state,
-            binding,
+            cookie: format!("{}.{}", p.cfg.name, BASE64URL_NOPAD.encode(&cookie)),
         })
     }
 
-    /// Finishes a sign-in: checks `state` (single use) against the browser's
-    /// `binding` cookie, exchanges `code` with the PKCE verifier, verifies the ID
-    /// token (nonce) and the access token. Returns the new session id.
+    /// Opens a flow cookie: its provider and the sign-in it carries, if the
+    /// cookie is one berth sealed for that provider and has not expired.
+    fn open_flow(&self, cookie: &str, now: i64) -> Option<(Arc<Provider>, Pending)> {
+        if cookie.len() > MAX_FLOW_COOKIE {
+            return None;
+        }
+        let (name, sealed) = cookie.split_once('.')?;
+        let p = self.browser_provider(name)?;
+        let raw = BASE64URL_NOPAD.decode(sealed.as_bytes()).ok()?;
+        let (salt, sealed) = raw.split_at_checked(FLOW_SALT)?;
+        let json = seal::open_with(&p.flow_key(salt)?, &flow_aad(name), sealed)?;
+        let pending: Pending = serde_json::from_slice(&json).ok()?;
+        (pending.provider == name && now < pending.expires_at).then_some((p, pending))
+    }
+
+    /// Finishes a sign-in: opens the browser's flow cookie, checks that the
+    /// callback's `state` is the one sealed in it, exchanges `code` with the PKCE
+    /// verifier, verifies the ID token (nonce) and the access token. Returns the
+    /// new session id.
     pub async fn finish_login(
         &self,
         state: &str,
-        binding: &str,
+        flow_cookie: &str,
         code: &str,
         now: i64,
     ) -> Result<(String, Arc<BrowserSession>), OidcError> {
-        // Removed before anything else: a state (and so its code verifier) is
-        // good for one exchange, whatever the outcome.
         if state.is_empty() || state.len() > 128 {
             return Err(OidcError::Rejected("malformed sign-in state".into()));
         }
-        let taken = self
-            .store
-            .take_oidc_pending(&secret_hash(state), now)
-            .await
-            .map_err(OidcError::Store)?;
-        let Some(pending) = taken.and_then(|sealed| open_json::<Pending>(state, &sealed)) else {
+        let Some((p, pending)) = self.open_flow(flow_cookie, now) else {
             return Err(OidcError::Rejected(
                 "unknown or expired sign-in state; start again".into(),
             ));
         };
-        if !bool::from(pending.binding.as_bytes().ct_eq(binding.as_bytes())) {
+        if !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes())) {
             return Err(OidcError::Rejected(
                 "the sign-in was started in another browser".into(),
             ));
         }
-        let Some(p) = self.browser_provider(&pending.provider) else {
-            return Err(OidcError::Rejected(format!(
-                "sign-in provider {:?} is no longer configured",
-                pending.provider
-            )));
-        };
         if code.is_empty() || code.len() > 4096 {
             return Err(OidcError::Rejected("missing or oversized code".into()));
         }
@@ -227,8 +258,9 @@ impl Oidc {
             return Err(OidcError::Rejected("provider returned no ID token".into()));
         };
         let client = [p.cfg.client_id.clone()];
+        let issuer = p.issuer().await?;
         let expect = Expect {
-            issuer: &p.cfg.issuer,
+            issuer: &issuer,
             audiences: &client,
             authorized_party: None,
             typ: &["ID"],
@@ -263,6 +295,7 @@ impl Oidc {
                     .as_ref()
                     .map(|t| t.expose_secret().to_owned()),
                 csrf: csrf.clone(),
+                checked_at: now,
             },
         )?;
         self.store
@@ -286,33 +319,84 @@ impl Oidc {
             .cloned()
     }
 
-    /// The session with this id, if it is alive. A database failure counts as
-    /// signed out (logged): the page asks to sign in again.
+    /// The session with this id, if it is alive; re-checked with the provider
+    /// when its last check is `revalidate` old. A database failure or an
+    /// unreachable provider counts as signed out for this request (logged; the
+    /// session stays for the next one).
     pub async fn browser_session(&self, id: &str) -> Option<Arc<BrowserSession>> {
+        match self.load_session(id, false).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use a sign-in page session");
+                None
+            }
+        }
+    }
+
+    /// The session re-checked with the provider now, however recent its last
+    /// check: what minting a token needs. `Ok(None)` when the browser is signed
+    /// out, or the provider refused the user (the session is then ended).
+    pub async fn revalidated_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<BrowserSession>>, OidcError> {
+        self.load_session(id, true).await
+    }
+
+    async fn load_session(
+        &self,
+        id: &str,
+        force_check: bool,
+    ) -> Result<Option<Arc<BrowserSession>>, OidcError> {
         if id.is_empty() || id.len() > 128 {
-            return None;
+            return Ok(None);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let hash = secret_hash(id);
-        let (sealed, created_at, last_used_at) = match self.store.find_browser_session(&hash).await
-        {
-            Ok(found) => found?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read sign-in page sessions");
-                return None;
-            }
+        let Some((sealed, created_at, last_used_at)) =
+            self.store.find_browser_session(&hash).await?
+        else {
+            return Ok(None);
         };
         if now - last_used_at >= secs(SESSION_IDLE) || now - created_at >= secs(SESSION_MAX) {
-            return None;
+            return Ok(None);
         }
-        let s: SealedSession = open_json(id, &sealed)?;
-        let provider = self.browser_provider(&s.provider)?;
-        if now - last_used_at >= TOUCH_GRANULARITY {
+        let Some(mut s) = open_json::<SealedSession>(id, &sealed) else {
+            return Ok(None);
+        };
+        let Some(provider) = self.browser_provider(&s.provider) else {
+            return Ok(None);
+        };
+        if force_check || now - s.checked_at >= secs(provider.cfg.revalidate) {
+            let Some(idp) = s.idp_refresh.clone().map(SecretString::from) else {
+                // Nothing to re-check the user with: the session ends here.
+                self.store.delete_browser_session(&hash).await?;
+                return Ok(None);
+            };
+            match self.recheck(&provider, &s.subject, &idp, now).await {
+                Ok((fresh, next)) => {
+                    s.username = fresh.username;
+                    s.groups = fresh.groups;
+                    s.idp_refresh = Some(next.expose_secret().to_owned());
+                    s.checked_at = now;
+                    let resealed = seal_json(self, id, &s)?;
+                    self.store
+                        .update_browser_session(&hash, &resealed, now)
+                        .await?;
+                }
+                Err(e @ (OidcError::Rejected(_) | OidcError::Token(_))) => {
+                    tracing::info!(provider = %provider.cfg.name, user = %s.username, error = %e, "provider refused a sign-in page user; signed out");
+                    self.store.delete_browser_session(&hash).await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        } else if now - last_used_at >= TOUCH_GRANULARITY {
             if let Err(e) = self.store.touch_browser_session(&hash, now).await {
                 tracing::warn!(error = %e, "cannot record a sign-in page visit");
             }
         }
-        Some(Arc::new(BrowserSession {
+        Ok(Some(Arc::new(BrowserSession {
             provider,
             user: FederatedUser {
                 subject: s.subject,
@@ -321,7 +405,7 @@ impl Oidc {
             },
             idp_refresh: s.idp_refresh.map(SecretString::from),
             csrf: s.csrf,
-        }))
+        })))
     }
 
     /// Signs a browser out.

@@ -103,7 +103,8 @@ pub struct ProviderConfig {
     pub username_claim: String,
     /// Claim with group names (`None`: groups are not read).
     pub groups_claim: Option<String>,
-    /// Prefix put before every group name.
+    /// Prefix put before every group name: `<name>:` unless configured, so a
+    /// provider's groups never share a name with local groups by accident.
     pub groups_prefix: String,
     /// Drop the leading `/` of Keycloak group paths (`/team-a` → `team-a`).
     pub strip_group_slash: bool,
@@ -326,6 +327,9 @@ pub fn validate(
             }
         }
         let client_roles = p.client_roles.unwrap_or_else(|| vec![client_id.clone()]);
+        // Namespaced by default: a provider group `/admins` arrives as
+        // `keycloak:admins`, never as the local group `admins`.
+        let groups_prefix = prefix("groups_prefix", p.groups_prefix, &format!("{name}:"))?;
         providers.push(ProviderConfig {
             display_name: p.display_name.unwrap_or_else(|| name.clone()),
             name,
@@ -335,7 +339,7 @@ pub fn validate(
             ca_file: p.ca_file,
             username_claim,
             groups_claim: (!groups_claim.is_empty()).then_some(groups_claim),
-            groups_prefix: prefix("groups_prefix", p.groups_prefix, "")?,
+            groups_prefix,
             strip_group_slash: p.strip_group_slash.unwrap_or(true),
             realm_roles: p.realm_roles.unwrap_or(true),
             realm_roles_prefix: prefix("realm_roles_prefix", p.realm_roles_prefix, "role:")?,
@@ -431,6 +435,7 @@ mod tests {
         assert_eq!(p.issuer, "https://kc.example.com/realms/acme");
         assert_eq!(p.username_claim, "preferred_username");
         assert_eq!(p.groups_claim.as_deref(), Some("groups"));
+        assert_eq!(p.groups_prefix, "oidc:", "provider groups are namespaced");
         assert_eq!(p.realm_roles_prefix, "role:");
         assert_eq!(p.client_roles, vec!["berth".to_owned()]);
         assert_eq!(p.audiences, vec!["berth".to_owned()]);
@@ -488,6 +493,14 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn groups_prefix_defaults_to_the_provider_name_and_may_be_emptied() {
+        let s = parse(&format!("{MIN}name = 'keycloak'\n")).unwrap();
+        assert_eq!(s.providers[0].groups_prefix, "keycloak:");
+        let s = parse(&format!("{MIN}groups_prefix = ''\n")).unwrap();
+        assert_eq!(s.providers[0].groups_prefix, "");
     }
 
     #[test]

@@ -292,6 +292,27 @@ fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Ver
     }
 }
 
+/// Whether claims are an ID token's, also from providers that write no `typ`
+/// claim (Keycloak writes `"typ": "ID"`). An ID token tells its client who
+/// signed in; it is not a credential for anyone to present, and it travels
+/// through browsers and front-ends that access tokens need not. So where an
+/// access token is expected it is refused by what only ID tokens carry: the
+/// hashes that bind it to an access token, code or state (OpenID Connect Core
+/// §3.1.3.6, §3.3.2.11, FAPI), or a `nonce` or `auth_time` without any scope
+/// (access tokens carry `scope` or `scp`; some providers copy the nonce into
+/// them too).
+fn is_id_token(claims: &Map<String, Value>) -> bool {
+    let has = |k: &str| claims.contains_key(k);
+    claims
+        .get("typ")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("ID"))
+        || has("at_hash")
+        || has("c_hash")
+        || has("s_hash")
+        || (!has("scope") && !has("scp") && (has("nonce") || has("auth_time")))
+}
+
 fn check_claims(claims: &Map<String, Value>, e: &Expect<'_>) -> Result<(), VerifyError> {
     let rejected = |m: &str| Err(VerifyError::Rejected(m.to_owned()));
     if claims.get("iss").and_then(Value::as_str) != Some(e.issuer) {
@@ -328,6 +349,10 @@ fn check_claims(claims: &Map<String, Value>, e: &Expect<'_>) -> Result<(), Verif
         if !e.typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
             return rejected("wrong token type");
         }
+    }
+    let wants_id_token = e.typ.iter().any(|t| t.eq_ignore_ascii_case("ID"));
+    if !wants_id_token && is_id_token(claims) {
+        return rejected("an ID token is not an access token");
     }
     if let Some(nonce) = e.nonce {
         let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");

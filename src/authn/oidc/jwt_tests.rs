@@ -69,7 +69,15 @@ fn claims() -> Value {
     })
 }
 
-fn sign(claims: &Value, kid: Option<&str>, slot: usize) -> String {
+/// A JWKS document with the public half of test key `slot` as `k1`.
+pub(crate) fn jwks_json(slot: usize) -> String {
+    let k = rsa_key(slot);
+    json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": k.n, "e": k.e}]})
+        .to_string()
+}
+
+/// `claims` signed RS256 with test key `slot`.
+pub(crate) fn sign(claims: &Value, kid: Option<&str>, slot: usize) -> String {
     let mut h = Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = kid.map(str::to_owned);
     let key = EncodingKey::from_rsa_pem(rsa_key(slot).private_pem.as_bytes()).unwrap();
@@ -119,6 +127,70 @@ fn good_token_verifies_and_maps() {
     );
     // Without kid: every signature key is tried.
     verify(&sign(&claims(), None, 0), &jwks(), &expect(&a)).unwrap();
+}
+
+/// ID tokens offered where an access token is expected, as a provider without
+/// a `typ` claim issues them (only Keycloak writes `"typ": "ID"`): refused by
+/// what only they carry. The same tokens still verify where an ID token is
+/// expected (the browser sign-in), and an access token that carries a copied
+/// nonce next to its scope is still an access token.
+#[test]
+fn id_tokens_are_not_access_tokens() {
+    let a = auds();
+    let ks = jwks();
+    let id_token = |edit: &dyn Fn(&mut Value)| {
+        let mut c = json!({
+            "iss": ISS, "sub": "u-1", "aud": "berth", "azp": "berth",
+            "exp": NOW + 300, "iat": NOW - 5, "auth_time": NOW - 60,
+            "nonce": "n-1", "at_hash": "x3ZjdGFnLXZhbHVl",
+            "preferred_username": "alice", "groups": ["/team-a"],
+        });
+        edit(&mut c);
+        sign(&c, Some("k1"), 0)
+    };
+    for (what, token) in [
+        ("generic ID token", id_token(&|_| {})),
+        (
+            "without at_hash",
+            id_token(&|c| {
+                c.as_object_mut().unwrap().remove("at_hash");
+            }),
+        ),
+        (
+            "with only auth_time",
+            id_token(&|c| {
+                let m = c.as_object_mut().unwrap();
+                m.remove("at_hash");
+                m.remove("nonce");
+            }),
+        ),
+        (
+            "with c_hash and a scope",
+            id_token(&|c| {
+                c["c_hash"] = json!("Y2hhc2g");
+                c["scope"] = json!("openid");
+            }),
+        ),
+        ("Keycloak's typ ID", id_token(&|c| c["typ"] = json!("ID"))),
+    ] {
+        let e = verify(&token, &ks, &expect(&a)).unwrap_err();
+        assert!(
+            matches!(&e, VerifyError::Rejected(m) if m.contains("ID token") || m.contains("token type")),
+            "{what}: {e}"
+        );
+    }
+    let id = Expect {
+        typ: &["ID"],
+        nonce: Some("n-1"),
+        ..expect(&a)
+    };
+    verify(&id_token(&|_| {}), &ks, &id).unwrap();
+    verify(&id_token(&|c| c["typ"] = json!("ID")), &ks, &id).unwrap();
+    let mut access = claims();
+    access["scope"] = json!("openid profile");
+    access["nonce"] = json!("copied");
+    access["auth_time"] = json!(NOW - 60);
+    verify(&sign(&access, Some("k1"), 0), &ks, &expect(&a)).unwrap();
 }
 
 #[test]

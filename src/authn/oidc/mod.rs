@@ -283,10 +283,12 @@ impl Oidc {
         now: i64,
     ) -> Result<FederatedLogin, OidcError> {
         let issuer = peek.issuer.unwrap_or_default();
+        // Picks the provider only (the configured issuer has no trailing
+        // slash); verification then holds `iss` to the provider's exact issuer.
         let Some(p) = self
             .providers
             .iter()
-            .find(|p| p.cfg.token_as_password && p.cfg.issuer == issuer)
+            .find(|p| p.cfg.token_as_password && p.cfg.issuer == issuer.trim_end_matches('/'))
         else {
             return Err(OidcError::Rejected(format!(
                 "token from an issuer no provider accepts tokens from ({:?})",

@@ -348,6 +348,27 @@ impl Provider {
         jwt::verify(token, &keys, expect).map_err(OidcError::Token)
     }
 
+    /// The key that seals one of this provider's sign-ins in progress into a
+    /// browser cookie. Derived from the client secret, which every replica has
+    /// and no browser does, so any replica opens what another sealed and nobody
+    /// else can forge one; rotating the secret only voids sign-ins in progress.
+    /// The cookie's random `salt` gives each cookie its own key, so however many
+    /// `/login/start` a stranger asks for, no key seals more than one flow and
+    /// random nonces can never repeat under one key.
+    pub fn flow_key(&self, salt: &[u8]) -> Option<ring::aead::LessSafeKey> {
+        let label = [b"berth sign-in flow v1 ".as_slice(), salt].concat();
+        super::seal::shared_key(&self.secret, &label)
+    }
+
+    /// The issuer tokens must name, exactly as the provider's discovery document
+    /// writes it. The configured issuer is compared with it up to a trailing
+    /// slash (discovery lives under the issuer without one), but tokens are held
+    /// to the provider's own spelling: `https://sso.example.com/` verifies where
+    /// the provider says so, and only there.
+    pub async fn issuer(&self) -> Result<String, OidcError> {
+        Ok(self.metadata().await?.issuer.clone())
+    }
+
     /// Verifies an access token obtained by berth itself (grant responses): issuer,
     /// signature, expiry, and audience berth or authorized party berth.
     pub async fn user_from_access_token(
@@ -355,8 +376,9 @@ impl Provider {
         token: &str,
         now: i64,
     ) -> Result<FederatedUser, OidcError> {
+        let issuer = self.issuer().await?;
         let expect = Expect {
-            issuer: &self.cfg.issuer,
+            issuer: &issuer,
             audiences: &self.cfg.audiences,
             authorized_party: Some(&self.cfg.client_id),
             typ: &["Bearer", "at+jwt"],
@@ -374,8 +396,9 @@ impl Provider {
         token: &str,
         now: i64,
     ) -> Result<FederatedUser, OidcError> {
+        let issuer = self.issuer().await?;
         let expect = Expect {
-            issuer: &self.cfg.issuer,
+            issuer: &issuer,
             audiences: &self.cfg.audiences,
             authorized_party: None,
             typ: &["Bearer", "at+jwt"],

@@ -21,6 +21,20 @@ struct Server {
 
 /// Serves discovery (claiming `claimed_issuer`, or its own URL) and a JWKS.
 fn server(claimed_issuer: Option<&str>, discovery_body: Option<&str>) -> Server {
+    server_with(claimed_issuer, discovery_body, None)
+}
+
+/// [`server`] whose discovery claims its own URL followed by `suffix`, and
+/// whose JWKS is `jwks`.
+fn server_claiming(suffix: &str, jwks: String) -> Server {
+    server_with(None, None, Some((suffix.to_owned(), jwks)))
+}
+
+fn server_with(
+    claimed_issuer: Option<&str>,
+    discovery_body: Option<&str>,
+    own: Option<(String, String)>,
+) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!(
         "http://127.0.0.1:{}/realms/t",
@@ -28,7 +42,10 @@ fn server(claimed_issuer: Option<&str>, discovery_body: Option<&str>) -> Server 
     );
     let hits = Arc::new(AtomicUsize::new(0));
     let (iss, h) = (issuer.clone(), hits.clone());
-    let claimed = claimed_issuer.map(str::to_owned);
+    let (suffix, jwks) = own.unzip();
+    let claimed = claimed_issuer
+        .map(str::to_owned)
+        .or_else(|| suffix.map(|s| format!("{issuer}{s}")));
     let discovery_body = discovery_body.map(str::to_owned);
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
@@ -51,6 +68,9 @@ fn server(claimed_issuer: Option<&str>, discovery_body: Option<&str>) -> Server 
                     })
                     .to_string()
                 })
+            } else if let Some(jwks) = &jwks {
+                h.fetch_add(1, Ordering::SeqCst);
+                jwks.clone()
             } else {
                 h.fetch_add(1, Ordering::SeqCst);
                 r#"{"keys":[{"kty":"RSA","kid":"real","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#.to_owned()
@@ -150,4 +170,56 @@ async fn discovery_for_another_issuer_or_garbage_is_refused() {
     assert!(matches!(p.metadata().await, Err(OidcError::Unavailable(_))));
     let e = p.metadata().await.unwrap_err();
     assert!(e.to_string().contains("not called"), "{e}");
+}
+
+/// A provider whose issuer ends in a slash (as some hosted providers' do): its
+/// tokens verify against its own spelling, whether the operator configured the
+/// issuer with the slash or without; a token naming the issuer without the
+/// slash is another issuer's and is refused, and so is a slashed token from a
+/// provider whose issuer has none.
+#[tokio::test]
+async fn issuers_with_a_trailing_slash_verify_exactly() {
+    use crate::authn::oidc::jwt::tests::{jwks_json, sign};
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = |iss: &str| {
+        sign(
+            &serde_json::json!({
+                "iss": iss, "sub": "u-1", "aud": "berth", "exp": now + 300,
+                "iat": now - 5, "typ": "Bearer", "scope": "openid",
+                "preferred_username": "alice", "groups": ["/team-a"],
+            }),
+            Some("k1"),
+            0,
+        )
+    };
+    let slashed = server_claiming("/", jwks_json(0));
+    let real = format!("{}/", slashed.issuer);
+    // The operator's `issuer = ".../t/"`, as config keeps it: without the slash.
+    {
+        let p = provider(&slashed.issuer, Duration::from_secs(10));
+        assert_eq!(p.issuer().await.unwrap(), real);
+        let user = p.user_from_bearer(&token(&real), now).await.unwrap();
+        assert_eq!(user.username, "alice");
+        let e = p
+            .user_from_bearer(&token(&slashed.issuer), now)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("wrong issuer"), "{e}");
+        let e = p
+            .user_from_bearer(&token(&format!("{real}/")), now)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("wrong issuer"), "{e}");
+    }
+    // A provider without the slash does not take a slashed token either.
+    let plain = server_claiming("", jwks_json(0));
+    let p = provider(&plain.issuer, Duration::from_secs(10));
+    p.user_from_bearer(&token(&plain.issuer), now)
+        .await
+        .unwrap();
+    let e = p
+        .user_from_bearer(&token(&format!("{}/", plain.issuer)), now)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong issuer"), "{e}");
 }

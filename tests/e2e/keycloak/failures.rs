@@ -11,14 +11,18 @@ use super::fixture::{self, keycloak};
 use super::{kc_password, start_berth, start_berth_for, LOCAL_PASSWORD, LOCAL_USER};
 use crate::components::{rt, Berth};
 
-struct Resp {
-    status: u16,
-    location: String,
-    cookies: Vec<(String, String)>,
-    body: String,
+pub(super) struct Resp {
+    pub(super) status: u16,
+    pub(super) location: String,
+    pub(super) cookies: Vec<(String, String)>,
+    pub(super) body: String,
 }
 
-fn request(url: &str, cookies: &[(String, String)], form: Option<&[(&str, &str)]>) -> Resp {
+pub(super) fn request(
+    url: &str,
+    cookies: &[(String, String)],
+    form: Option<&[(&str, &str)]>,
+) -> Resp {
     rt().block_on(async {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -66,7 +70,7 @@ fn request(url: &str, cookies: &[(String, String)], form: Option<&[(&str, &str)]
 
 /// A sign-in driven by hand up to the callback: returns the callback URL the
 /// provider sent the browser to, and berth's flow cookie.
-fn sign_in_until_callback(berth: &Berth, user: &str) -> (String, (String, String)) {
+pub(super) fn sign_in_until_callback(berth: &Berth, user: &str) -> (String, (String, String)) {
     let start = request(&format!("{}/login/start/keycloak", berth.url), &[], None);
     assert_eq!(start.status, 303, "start: {}", start.body);
     let flow = start
@@ -136,16 +140,31 @@ fn keycloak_sign_in_callback_refuses_forged_replayed_and_foreign_callbacks() {
     let _kc = fixture::shared();
     let berth = start_berth(kc);
 
-    // The callback arrives in a browser that did not start the flow.
+    // The callback arrives in a browser that did not start the flow, or in
+    // one that started another sign-in.
     let (callback, flow) = sign_in_until_callback(&berth, "heidi");
     refused(
         &request(&callback, &[], None),
         "a callback without the flow cookie",
     );
-    // That attempt consumed the state: the real browser cannot use it either.
+    let other = request(&format!("{}/login/start/keycloak", berth.url), &[], None);
+    let other_flow = other
+        .cookies
+        .iter()
+        .find(|(k, _)| k == "berth_login_flow")
+        .cloned()
+        .expect("another flow cookie");
     refused(
-        &request(&callback, &[flow], None),
-        "the same callback after the state was used",
+        &request(&callback, &[other_flow], None),
+        "a callback with another sign-in's flow cookie",
+    );
+    // Nothing of the flow is kept by berth, so a stranger holding the callback
+    // URL cannot spend the browser's sign-in: it still finishes.
+    let good = request(&callback, &[flow], None);
+    assert_eq!(
+        good.status, 303,
+        "the browser that started the sign-in finishes it: {}",
+        good.body
     );
 
     // Wrong state.

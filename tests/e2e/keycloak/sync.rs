@@ -13,7 +13,7 @@ use super::{kc_password, start_berth, start_berth_for, IDP_TIMEOUT, REVALIDATE};
 use crate::components::{jwt_claims, rt, Berth, SERVICE};
 
 /// `docker login`: GET with Basic auth and `offline_token=true`.
-fn login(berth: &Berth, user: &str, password: &str) -> String {
+pub(super) fn login(berth: &Berth, user: &str, password: &str) -> String {
     let url = berth.realm();
     rt().block_on(async {
         let resp = reqwest::Client::new()
@@ -39,7 +39,7 @@ fn login(berth: &Berth, user: &str, password: &str) -> String {
 }
 
 /// docker's later requests: the refresh grant.
-fn refresh(berth: &Berth, token: &str, scope: &str) -> (u16, Value) {
+pub(super) fn refresh(berth: &Berth, token: &str, scope: &str) -> (u16, Value) {
     let url = berth.realm();
     rt().block_on(async {
         let resp = reqwest::Client::new()
