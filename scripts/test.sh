@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 start=$SECONDS
+
+# One build directory per machine, outside the checkout, so that a fresh clone
+# on a machine that built berth before reuses the compiled dependencies (only
+# berth itself is compiled again). Without it, everything is built from scratch.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/berth/target}"
 step() {
   printf '\n==> [%4ds] %s\n' "$((SECONDS - start))" "$*"
 }
