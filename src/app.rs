@@ -89,6 +89,25 @@ pub struct Bootstrap {
     pub wrote_policy: bool,
 }
 
+/// Renews the signing certificates that are due when berth's CA key is here,
+/// and warns about those it cannot renew when it is not. Failures are logged:
+/// the keys in use keep signing until their certificates expire.
+pub fn renew_certificates(dir: &std::path::Path, now: OffsetDateTime) {
+    if generate::ca_online(dir) {
+        match generate::renew_due(dir, now, false) {
+            Ok(renewed) if !renewed.is_empty() => {
+                tracing::info!(keys = %renewed.join(" "), "signing certificates renewed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "signing certificates could not be renewed"),
+        }
+    } else if let Ok(set) = KeySet::load(dir) {
+        for warning in generate::unrenewable(&set, dir, now) {
+            tracing::warn!("{warning}");
+        }
+    }
+}
+
 /// Ensures a signing key exists, generating an ES256 key on first start, and
 /// rewrites the certificate bundle. Returns the keys and the generated name.
 pub fn ensure_keys(
@@ -113,6 +132,7 @@ pub fn ensure_keys(
     } else {
         Some(generate::generate(dir, Algorithm::Es256, now, now)?)
     };
+    renew_certificates(dir, now);
     let set = KeySet::load(dir)?;
     set.active(now)?;
     set.write_bundle(now)?;
@@ -364,6 +384,7 @@ async fn purge_loop(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge old audit records"),
         }
+        renew_certificates(&state.config.keys_dir, OffsetDateTime::now_utc());
         let window = i64::try_from(state.config.login_failure_window.as_secs()).unwrap_or(300);
         if let Err(e) = store.purge_login_failures(now, window).await {
             tracing::warn!(error = %e, "could not purge failed sign-in counters");
@@ -407,6 +428,12 @@ pub fn startup_banner(config: &Config, boot: &Bootstrap) -> String {
         out.push_str(&format!(
             "Generated signing key {name} in {}.\n",
             config.keys_dir.display()
+        ));
+    }
+    if boot.generated_key.is_some() && generate::ca_online(&config.keys_dir) {
+        out.push_str(&format!(
+            "berth's CA key is {}: registries that trust x5c headers trust it, and berth renews its signing certificates (30 days) with it. To keep it offline, move it to a safe place and run `berth key renew` there every few weeks (see \"Security model\" in the README).\n",
+            config.keys_dir.join("ca.key").display()
         ));
     }
     if boot.wrote_policy {

@@ -37,6 +37,14 @@ pub enum KeyCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Renew the certificates of the signing key and of keys that sign later,
+    /// when they expire within 10 days (every one with --force). Needs ca.key:
+    /// run it where the CA key is kept, then copy the .crt files to berth.
+    Renew {
+        /// Renew every signing and pending key's certificate now.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show keys: algorithm, key IDs in both forms, when each signs.
     Show,
     /// Print the certificates for a registry's `rootcertbundle`.
@@ -56,6 +64,18 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     match cmd {
+        KeyCommand::Renew { force } => {
+            let renewed = generate::renew_due(&config.keys_dir, now, force)?;
+            if renewed.is_empty() {
+                println!("no certificate is due (use --force to renew anyway)");
+            }
+            let set = KeySet::load(&config.keys_dir)?;
+            for name in &renewed {
+                if let Some(k) = set.keys.iter().find(|k| &k.name == name) {
+                    println!("renewed {name}.crt: valid until {}", rfc3339(k.not_after));
+                }
+            }
+        }
         KeyCommand::Generate { alg } => {
             let name = generate::generate(&config.keys_dir, alg, now, now)?;
             let set = KeySet::load(&config.keys_dir)?;

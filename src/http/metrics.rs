@@ -401,6 +401,12 @@ impl Collector for Live {
             let is_active = active.as_deref() == Some(key.name.as_str());
             ConstGauge::new(i64::from(is_active)).encode(m.encode_family(&labels)?)?;
         }
+        gauge(
+            &mut encoder,
+            "signing_ca_online",
+            "1 when berth's CA key is beside the signing keys and berth renews their certificates itself",
+            i64::from(crate::token::generate::ca_online(&self.signer.keys().dir)),
+        )?;
         if let Some(not_after) = self.tls.as_ref().and_then(|t| t.not_after()) {
             gauge(
                 &mut encoder,

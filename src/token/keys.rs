@@ -579,10 +579,29 @@ impl KeySet {
 
 /// Writes `path` through a temporary file and a rename, so a registry starting
 /// at that moment reads the old or the new file, never half of one.
-fn write_replace(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+/// Replaces `path` atomically through a temporary file of a name no other
+/// writer uses (process id and random bytes), so replicas sharing `keys/`
+/// never write into each other's temporary file.
+pub(crate) fn write_replace(path: &Path, data: &[u8]) -> Result<(), KeyError> {
+    let mut nonce = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| KeyError::Generate("no randomness".into()))?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{file}.{}.{}.tmp",
+        std::process::id(),
+        data_encoding::HEXLOWER.encode(&nonce)
+    ));
+    let result = fs::write(&tmp, data)
+        .map_err(io_err(&tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

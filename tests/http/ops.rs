@@ -319,6 +319,8 @@ async fn metrics_count_requests_stages_cache_and_keys() {
         1.0
     );
     assert!(sample(&text, "berth_tls_certificate_expiry_days").is_none());
+    // The test server's CA key is beside its signing keys: berth renews them.
+    assert_eq!(value(&text, "berth_signing_ca_online"), 1.0);
     // No backend failed.
     assert!(!text.contains("berth_auth_backend_errors_total{"), "{text}");
     // No account name, password or address in any label.
