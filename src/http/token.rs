@@ -167,10 +167,13 @@ async fn issue(
         .map_err(|e| ApiError::invalid_request(e.to_string()))?;
 
     let timer = state.metrics.time(Stage::Authentication);
+    // The name the client signed in with, which docker repeats as `account`.
+    let mut typed: Option<String> = None;
     let authenticated = match req.credentials {
         Credentials::Anonymous => Authenticated::local(None, Identity::anonymous()),
         Credentials::Password { username, password } => {
             log.account = username.chars().take(64).collect();
+            typed = Some(username.clone());
             state
                 .auth
                 .login(&username, password, ip, now.unix_timestamp())
@@ -189,8 +192,12 @@ async fn issue(
     log.kind = Some(identity.kind);
     log.via = identity.via;
     if let Some(account) = &req.account {
-        // Directory names match without case (`JSmith` signs in as jsmith).
-        let same = *account == identity.subject
+        // `account` names the sign-in, not the identity it resolved to: with
+        // `token_username = "ignore"` a provider token is accepted under any
+        // name, and docker sends that name. Directory names match without case
+        // (`JSmith` signs in as jsmith).
+        let same = typed.as_deref() == Some(account.as_str())
+            || *account == identity.subject
             || (identity.kind == policy::Kind::Directory
                 && account.eq_ignore_ascii_case(&identity.subject));
         if identity.kind != policy::Kind::Anonymous && !same {

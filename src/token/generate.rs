@@ -327,7 +327,10 @@ mod tests {
         let mut expect = vec![active.clone(), pending.clone()];
         expect.sort();
         assert_eq!(forced, expect);
-        assert_eq!(renew_due(d, now, false).unwrap(), std::slice::from_ref(&active));
+        assert_eq!(
+            renew_due(d, now, false).unwrap(),
+            std::slice::from_ref(&active)
+        );
         let after = KeySet::load(d).unwrap();
         let (a0, a1) = (key(&before, &active), key(&after, &active));
         assert_eq!(

@@ -148,3 +148,32 @@ fn keycloak_name_conflict_is_configurable() {
     assert_eq!(granted(&body), "[\"pull\"]");
     eprintln!("ok: name_conflict refuse and allow");
 }
+
+/// With `token_username = "ignore"`, a provider token is accepted under any
+/// name, and the `account` parameter docker sends with that name is accepted
+/// too; with the default `match`, another name is refused.
+#[test]
+fn keycloak_token_username_ignore_works_with_docker_s_account_parameter() {
+    let Some(kc) = keycloak("keycloak-token-username-ignore") else {
+        return;
+    };
+    let _kc = fixture::shared();
+    let token = kc.ci_token();
+    let scope = ["repository:team-a/ci:pull"];
+    let berth = super::start_berth_with(
+        &kc.issuer(),
+        IDP_TIMEOUT,
+        "",
+        &format!("{}\ntoken_username = \"ignore\"", super::DOCUMENTED_GROUPS),
+        &super::policies(),
+    );
+    let (status, body) = berth.get_token(Some(("ci-runner-42", &token)), &scope);
+    assert_eq!(
+        status, 200,
+        "ignore: any name with account=that name: {body}"
+    );
+    assert_eq!(actions(&body), serde_json::json!(["pull"]), "{body}");
+    let berth = start_berth(kc);
+    let (status, body) = berth.get_token(Some(("ci-runner-42", &token)), &scope);
+    assert_eq!(status, 401, "match: another name is refused: {body}");
+}
