@@ -115,6 +115,7 @@ pub fn ensure_keys(
     now: OffsetDateTime,
 ) -> Result<(KeySet, Option<String>), KeyError> {
     let dir = &config.keys_dir;
+    let lock = generate::lock(dir)?;
     let orphans = keys::orphan_certificates(dir);
     if !keys::has_signing_key(dir) && !orphans.is_empty() {
         // Generating a fresh key here would leave registries trusting only the
@@ -132,6 +133,7 @@ pub fn ensure_keys(
     } else {
         Some(generate::generate(dir, Algorithm::Es256, now, now)?)
     };
+    drop(lock);
     renew_certificates(dir, now);
     let set = KeySet::load(dir)?;
     set.active(now)?;
@@ -457,4 +459,49 @@ pub fn startup_banner(config: &Config, boot: &Bootstrap) -> String {
         registry_config(config)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    struct KeysDir(String);
+    impl crate::config::Env for KeysDir {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == "BERTH_KEYS_DIR").then(|| self.0.clone())
+        }
+    }
+
+    /// Eight replicas starting at once on one empty keys directory make one CA
+    /// and one signing key between them, and all sign with it.
+    #[test]
+    fn concurrent_first_starts_share_one_ca_and_one_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let env = KeysDir(dir.display().to_string());
+        let config = Config::load_with(None, &env).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let (set, generated) = ensure_keys(&config, now).unwrap();
+                    (set.active(now).unwrap().name.clone(), generated.is_some())
+                })
+            })
+            .collect();
+        let results: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|(_, generated)| *generated).count(),
+            1
+        );
+        assert!(results.iter().all(|(name, _)| *name == results[0].0));
+        let keys: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".key"))
+            .collect();
+        assert_eq!(keys.len(), 2, "one CA key and one signing key: {keys:?}");
+    }
 }

@@ -77,6 +77,7 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Generate { alg } => {
+            let _lock = generate::lock(&config.keys_dir)?;
             let name = generate::generate(&config.keys_dir, alg, now, now)?;
             let set = KeySet::load(&config.keys_dir)?;
             set.write_bundle(now)?;
@@ -89,6 +90,7 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
             );
         }
         KeyCommand::Rotate { alg, publish_delay } => {
+            let _lock = generate::lock(&config.keys_dir)?;
             let set = KeySet::load(&config.keys_dir)?;
             let current = set.active(now)?;
             let alg = alg.unwrap_or(current.alg);

@@ -215,6 +215,29 @@ pub fn unrenewable(set: &KeySet, dir: &Path, now: OffsetDateTime) -> Vec<String>
         .collect()
 }
 
+/// An exclusive hold on a keys directory (`.lock` in it), released on drop.
+/// Whoever creates or renews keys takes it first, so replicas starting at once
+/// on a shared, empty `keys/` make one CA and one first key between them, and
+/// a rotation never meets a renewal half-way. Advisory (`flock`): it holds
+/// between processes on one host.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] fs::File);
+
+/// Takes the keys directory's lock, waiting for another holder.
+pub fn lock(dir: &Path) -> Result<DirLock, KeyError> {
+    crate::custody::private_dir(dir).map_err(io_err(dir))?;
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    file.lock().map_err(io_err(&path))?;
+    Ok(DirLock(file))
+}
+
 /// Whether berth's CA key is in `dir`, so berth can renew certificates itself.
 pub fn ca_online(dir: &Path) -> bool {
     dir.join(format!("{CA_NAME}.key")).exists()
@@ -240,6 +263,7 @@ pub fn due(set: &KeySet, now: OffsetDateTime, force: bool) -> Vec<String> {
 /// [`KEY_LIFETIME`] from now. Rewrites the bundle when anything changed.
 /// Returns the renewed names.
 pub fn renew_due(dir: &Path, now: OffsetDateTime, force: bool) -> Result<Vec<String>, KeyError> {
+    let _lock = lock(dir)?;
     let set = KeySet::load(dir)?;
     let names = due(&set, now, force);
     if names.is_empty() {
