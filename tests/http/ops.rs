@@ -157,9 +157,12 @@ impl OpsServer {
             let _ = stop.send(());
         }
         if let Some(done) = self.done.take() {
-            tokio::time::timeout(Duration::from_secs(10), done)
+            // Connections drain within the shutdown timeout (5 s here), then the
+            // audit writer gets at most as long again when the database is gone:
+            // two timeouts, plus room for a loaded machine.
+            tokio::time::timeout(Duration::from_secs(15), done)
                 .await
-                .expect("server stops within its shutdown timeout")
+                .expect("server stops within twice its shutdown timeout")
                 .unwrap()
                 .unwrap();
         }
