@@ -61,6 +61,18 @@ fn throttled(got: (u16, Option<String>, Value), what: &str) {
 
 /// `n` sign-ins at once, each with its own wrong password; statuses, sorted.
 async fn burst(servers: &[&TestServer], from: &str, user: &str, n: usize) -> Vec<u16> {
+    burst_with(servers, from, user, n, |i| format!("guess-{i}")).await
+}
+
+/// `n` sign-ins at once from `from`, the i-th with `password(i)`, spread over
+/// `servers`; statuses, sorted.
+async fn burst_with(
+    servers: &[&TestServer],
+    from: &str,
+    user: &str,
+    n: usize,
+    password: fn(usize) -> String,
+) -> Vec<u16> {
     let c = client_from(from);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -74,7 +86,7 @@ async fn burst(servers: &[&TestServer], from: &str, user: &str, n: usize) -> Vec
                 "{base}/token?{}",
                 query(&user, &["repository:x/y:pull"])
             ))
-            .basic_auth(&user, Some(format!("guess-{i}")))
+            .basic_auth(&user, Some(password(i)))
             .send()
             .await
             .map(|r| r.status().as_u16())
@@ -289,33 +301,7 @@ async fn identical_parallel_sign_ins_share_one_check() {
     let db = TestDb::sqlite();
     let s = server(&db, "login_failure_limit = 3").await;
     s.add_user("alice", "alice-pw", &[]).await;
-    let run = |from: &'static str, password: &'static str| {
-        let c = client_from(from);
-        let base = s.base.clone();
-        async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..32 {
-                let (c, base) = (c.clone(), base.clone());
-                tasks.spawn(async move {
-                    c.get(format!(
-                        "{base}/token?{}",
-                        query("alice", &["repository:x/y:pull"])
-                    ))
-                    .basic_auth("alice", Some(password))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-                });
-            }
-            let mut statuses = Vec::new();
-            while let Some(r) = tasks.join_next().await {
-                statuses.push(r.unwrap());
-            }
-            statuses
-        }
-    };
-    let wrong = run("127.0.0.10", "guess").await;
+    let wrong = burst_with(&[&s], "127.0.0.10", "alice", 32, |_| "guess".into()).await;
     assert_eq!(count(&wrong, 401), 32, "{wrong:?}");
     // The identical guesses were one failure: two distinct ones still get a
     // password check each, and only the next is refused (limit 3).
@@ -326,6 +312,33 @@ async fn identical_parallel_sign_ins_share_one_check() {
         login_from(&c, &s, "alice", "guess-c").await,
         "a 4th distinct guess",
     );
-    let right = run("127.0.0.11", "alice-pw").await;
+    let right = burst_with(&[&s], "127.0.0.11", "alice", 32, |_| "alice-pw".into()).await;
     assert_eq!(count(&right, 200), 32, "{right:?}");
+}
+
+/// Case variants and Unicode look-alikes of an account, with its right
+/// password, are other names: refused with 401 (a name over 256 bytes with
+/// 400), never served as the account, never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_names_are_refused() {
+    let db = TestDb::sqlite();
+    let s = server(&db, "login_failure_limit = 1000").await;
+    s.add_user("alice", "alice-pw", &[]).await;
+    let c = client_from("127.0.0.12");
+    for name in [
+        "Alice",
+        "ALICE",
+        "\u{0430}lice",  // Cyrillic a
+        "alice\u{200b}", // zero-width space
+        "\u{ff41}lice",  // fullwidth a
+        "alice ",
+        " alice",
+    ] {
+        let (status, _, body) = login_from(&c, &s, name, "alice-pw").await;
+        assert_eq!(status, 401, "{name:?}: {body}");
+    }
+    let long = "\u{0430}".repeat(200);
+    let (status, _, body) = login_from(&c, &s, &long, "alice-pw").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(login_from(&c, &s, "alice", "alice-pw").await.0, 200);
 }
