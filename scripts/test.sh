@@ -41,7 +41,9 @@ step "cargo test (unit, integration, end-to-end; BERTH_E2E=require)"
 # A missing external tool fails the end-to-end tests instead of skipping them.
 # The compatibility cells append to this file; start from an empty one.
 rm -f target/compat-results.jsonl
-BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets 2>&1 | tee "$results"
 
 step "README compatibility table matches this run (scripts/compat-table.py)"
 python3 scripts/compat-table.py --check README.md
@@ -58,6 +60,9 @@ for dir in examples/policies/*/ examples/keycloak/policies/ examples/ldap/polici
 done
 
 step "cargo test --doc"
-cargo test --doc
+cargo test --doc 2>&1 | tee -a "$results"
 
 step "all checks passed"
+# One closing line for every test binary above.
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
