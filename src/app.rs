@@ -245,10 +245,6 @@ pub async fn build(
             idle: config.refresh_idle,
             absolute: config.refresh_absolute,
         },
-        authn::ldap::BurstLimit {
-            failures: config.login_failure_limit,
-            window: config.login_failure_window,
-        },
     )?;
     let auth = auth
         .with_oidc(oidc)

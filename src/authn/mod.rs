@@ -276,7 +276,6 @@ fn directory_error(e: ldap::LdapError) -> AuthError {
         ldap::LdapError::Unavailable(why) | ldap::LdapError::Config(why) => {
             AuthError::DirectoryUnavailable(why)
         }
-        ldap::LdapError::Throttled { retry_after } => AuthError::RateLimited { retry_after },
         ldap::LdapError::Store(e) => AuthError::Unavailable(e),
         ldap::LdapError::Internal(why) => AuthError::Internal(why),
     }

@@ -38,13 +38,6 @@ pub enum LdapError {
     /// The directory said no: unknown name, wrong password, switched-off account.
     #[error("refused by the directory: {0}")]
     Rejected(String),
-    /// This account failed `login_failure_limit` times within the window on this
-    /// replica; no bind is tried until the window ends.
-    #[error("too many failed directory sign-ins for this account")]
-    Throttled {
-        /// Seconds until the window ends.
-        retry_after: u64,
-    },
     /// The directory is unreachable, slow, or answered something unusable.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
@@ -103,34 +96,17 @@ pub struct SessionLimits {
     pub absolute: Duration,
 }
 
-/// Failed sign-ins allowed per account within a window before binds stop (the
-/// same `login_failure_limit` and `login_failure_window` as the database
-/// throttle, applied here while requests are in flight).
-#[derive(Debug, Clone, Copy)]
-pub struct BurstLimit {
-    /// Failures allowed.
-    pub failures: i64,
-    /// Window in which they are counted.
-    pub window: Duration,
-}
-
 /// The configured directories and their state.
 ///
-/// Sign-ins for one account take turns (one directory check at a time), and
-/// each turn first looks at the success cache and at the account's recent
-/// failures. A burst of parallel wrong passwords therefore reaches the directory
-/// at most `login_failure_limit` times per window and replica, and parallel
-/// requests with the right password cost one check, not one each. This matters
-/// beyond berth: Active Directory locks accounts out after its own failure
-/// count, and a burst must not trip it.
+/// Binds are bounded by the sign-in attempts `authn::throttle` takes in the
+/// database before any password check (at most `login_failure_limit` per
+/// account and address per window, on every replica together), and identical
+/// sign-ins in flight share one bind (`authn::flight`). This matters beyond
+/// berth: Active Directory locks accounts out after its own failure count, and
+/// a burst must not trip it.
 pub struct Ldap {
     directories: Vec<Arc<Directory>>,
     caches: Vec<Option<moka::sync::Cache<[u8; 32], DirectoryLogin>>>,
-    turns: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
-    /// Per account: failures and when the first of them happened (unix seconds).
-    failures: moka::sync::Cache<String, (i64, i64)>,
-    burst: BurstLimit,
-    turn_wait: Duration,
     cache_key: hmac::Key,
     store: Store,
     limits: SessionLimits,
@@ -152,7 +128,6 @@ impl Ldap {
         configs: &[DirectoryConfig],
         store: Store,
         limits: SessionLimits,
-        burst: BurstLimit,
     ) -> Result<Option<Ldap>, LdapError> {
         if configs.is_empty() {
             return Ok(None);
@@ -175,21 +150,7 @@ impl Ldap {
         let rng = SystemRandom::new();
         let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| LdapError::Internal("no randomness".into()))?;
-        let turn_wait = directories
-            .iter()
-            .map(|d| conn::budget(&d.cfg))
-            .sum::<Duration>();
         Ok(Some(Ldap {
-            turns: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_idle(turn_wait.max(Duration::from_secs(60)))
-                .build(),
-            failures: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(burst.window)
-                .build(),
-            burst,
-            turn_wait,
             directories,
             caches,
             cache_key,
@@ -239,49 +200,6 @@ impl Ldap {
     /// from one lets the next try; the first that accepts wins. When none
     /// accepts and one was unreachable, the result is "unavailable".
     pub async fn password(
-        &self,
-        username: &str,
-        password: &SecretString,
-        now: i64,
-    ) -> Result<DirectoryLogin, LdapError> {
-        let account: String = username
-            .chars()
-            .take(256)
-            .collect::<String>()
-            .to_lowercase();
-        let turn = self
-            .turns
-            .get_with(account.clone(), || Arc::new(tokio::sync::Mutex::new(())));
-        let _turn = tokio::time::timeout(self.turn_wait, turn.lock_owned())
-            .await
-            .map_err(|_| {
-                LdapError::Unavailable("sign-ins for one account queued too long".into())
-            })?;
-        // The request before this one may have settled it.
-        if let Some(hit) = self.cached(username, password) {
-            return Ok(hit);
-        }
-        let window = i64::try_from(self.burst.window.as_secs()).unwrap_or(i64::MAX / 4);
-        let (count, since) = self
-            .failures
-            .get(&account)
-            .filter(|(_, since)| now - since < window)
-            .unwrap_or((0, now));
-        if count >= self.burst.failures {
-            return Err(LdapError::Throttled {
-                retry_after: u64::try_from((since + window - now).max(1)).unwrap_or(1),
-            });
-        }
-        let result = self.check(username, password, now).await;
-        match &result {
-            Ok(_) => self.failures.invalidate(&account),
-            Err(LdapError::Rejected(_)) => self.failures.insert(account, (count + 1, since)),
-            Err(_) => {}
-        }
-        result
-    }
-
-    async fn check(
         &self,
         username: &str,
         password: &SecretString,

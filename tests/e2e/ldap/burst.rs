@@ -97,8 +97,8 @@ fn ldap_sign_in_latency_and_wrong_password_burst() {
         64,
         "every wrong password is a 401 or 429: {answers:?}"
     );
-    // Sign-ins for one account take turns, so the failure limit (10 by
-    // default) holds for the directory even within one burst.
+    // Attempts are taken in the database before any bind, so the failure
+    // limit (10 by default) holds for the directory even within one burst.
     assert!(
         binds <= 10,
         "a burst of wrong passwords reached the directory {binds} times; login_failure_limit is 10"
