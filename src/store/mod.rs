@@ -12,6 +12,7 @@ mod inline;
 pub mod ldap;
 mod limits;
 pub mod oidc;
+mod postgres;
 mod robots;
 mod tokens;
 
@@ -57,6 +58,9 @@ pub enum StoreError {
     /// A database failure met by a read that served several requests at once.
     #[error("database error: {0}")]
     Shared(String),
+    /// PostgreSQL could not be reached or refused the login: where, and why.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl StoreError {
@@ -65,7 +69,11 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Io(_) | StoreError::Shared(_)
+            StoreError::Db(_)
+                | StoreError::Migrate(_)
+                | StoreError::Io(_)
+                | StoreError::Shared(_)
+                | StoreError::Unreachable(_)
         )
     }
 }
@@ -180,7 +188,11 @@ impl Store {
                     .to_url_lossy();
                 (url.to_string(), Backend::Sqlite, 4)
             }
-            Database::Postgres(url) => (url.clone(), Backend::Postgres, 8),
+            Database::Postgres(url) => {
+                // One direct attempt first: the pool would only say it timed out.
+                postgres::diagnose(url).await?;
+                (url.clone(), Backend::Postgres, 8)
+            }
         };
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
