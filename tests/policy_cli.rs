@@ -7,6 +7,8 @@
 
 #[path = "policy_cli/bad_input.rs"]
 mod bad_input;
+#[path = "policy_cli/config_cli.rs"]
+mod config_cli;
 #[path = "policy_cli/empty_dir.rs"]
 mod empty_dir;
 #[path = "policy_cli/support.rs"]

@@ -2,8 +2,10 @@
 
 mod access_token;
 mod audit;
+mod config;
 mod db;
 mod doctor;
+mod examples;
 mod key;
 mod ldap;
 mod oidc;
@@ -17,7 +19,7 @@ mod user;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Config;
 
@@ -27,6 +29,7 @@ const SERVE_FILES: &str = "\
 Files (relative paths are from the working directory; each is created on first start):
   configuration   none: every setting has a default; --config FILE or BERTH_CONFIG=FILE
                   names a TOML file, and BERTH_* variables override it
+                  (`berth config show` prints the result and where each value came from)
   database        data/berth.db (SQLite; database = \"postgres://…\" for PostgreSQL)
                   [database, BERTH_DATABASE]
   signing keys    keys/ (private keys 0600, bundle.pem for the registry)
@@ -92,11 +95,27 @@ enum Command {
     /// Ask a running berth whether it is ready (exit 0) or not (exit 1), for
     /// container health checks.
     Probe(probe::ProbeArgs),
+    /// Show the effective configuration and where each value came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(config::CompletionsArgs),
+    /// Print the man page (roff), or write one page per subcommand.
+    Man(config::ManArgs),
+}
+
+/// The command-line definition with the `--help` examples attached; also the
+/// source of the completion scripts and man pages.
+pub fn command() -> clap::Command {
+    examples::attach(Cli::command())
 }
 
 /// Parses the command line, runs it, and maps errors to a message and exit code 1.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,8 +137,15 @@ pub fn run() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    // These need no configuration, or load it themselves.
+    let command = match cli.command {
+        Command::Config(cmd) => return config::run(cli.config.as_deref(), cmd),
+        Command::Completions(args) => return config::completions(command(), args),
+        Command::Man(args) => return config::man(command(), args),
+        other => other,
+    };
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Serve => serve::run(config).await,
         Command::RegistryConfig(args) => registry_config::run(&config, args),
         Command::Doctor(args) => doctor::run(config, args).await,
@@ -133,14 +159,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(config, args).await,
         Command::Db(cmd) => db::run(config, cmd).await,
         Command::Probe(args) => probe::run(&config, args).await,
+        Command::Config(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     #[test]
     fn command_line_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    #[test]
+    fn examples_reach_their_commands() {
+        let mut cmd = super::command();
+        for path in [
+            &["serve"][..],
+            &["user", "add"],
+            &["robot", "create"],
+            &["token", "create"],
+            &["policy", "check"],
+            &["policy", "test"],
+            &["doctor"],
+        ] {
+            let mut c = &mut cmd;
+            for name in path {
+                c = c
+                    .find_subcommand_mut(name)
+                    .unwrap_or_else(|| panic!("no {name}"));
+            }
+            let help = c.render_long_help().to_string();
+            assert!(
+                help.contains("Examples:") && help.contains(&format!("berth {}", path.join(" "))),
+                "{path:?}: {help}"
+            );
+        }
     }
 }

@@ -7,10 +7,13 @@ use crate::app;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let admin_password = std::env::var("BERTH_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(SecretString::from);
+    // BERTH_ADMIN_PASSWORD, or the file named by BERTH_ADMIN_PASSWORD_FILE.
+    let (admin_password, warnings) =
+        crate::config::env_secret(&crate::config::ProcessEnv, "BERTH_ADMIN_PASSWORD")?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let admin_password = admin_password.map(SecretString::from);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
