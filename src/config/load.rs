@@ -180,7 +180,8 @@ pub(super) fn layer(file: Option<(&Path, &str)>, env: &dyn Env) -> Result<Layere
         }
     }
     if env.var("BERTH_SERVICE").is_some() {
-        sources.set("service", Source::Env("BERTH_SERVICE".into()));
+        // The service it names comes first; the others keep their source.
+        sources.set("BERTH_SERVICE", Source::Env("BERTH_SERVICE".into()));
     }
     let mut warnings = Vec::new();
     if let Some(value) = secret_setting(

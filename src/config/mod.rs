@@ -7,6 +7,11 @@
 //! `berth config show`. This module opens no file other than the
 //! configuration and the secret files it names; keys, policies and the
 //! database are loaded by their own modules.
+//!
+//! A new top-level setting is a field in `raw::RawConfig` (which gives it its
+//! `BERTH_*` variable too), a field of [`Config`] with its default in
+//! `Config::default`, a check in its section of `validate`, and a line in
+//! `show` (a test fails until it is there).
 
 mod load;
 mod raw;

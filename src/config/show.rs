@@ -23,12 +23,15 @@ pub fn render(loaded: &Loaded) -> String {
         };
         let _ = writeln!(out, "{setting:<52} # {source}");
     }
-    let service_source = loaded.sources.of("service");
-    for s in &c.services {
+    let from_env = loaded.sources.of("BERTH_SERVICE");
+    for (i, s) in c.services.iter().enumerate() {
+        let source = match from_env {
+            Source::Env(_) if i == 0 => from_env,
+            _ => loaded.sources.of("service"),
+        };
         let _ = write!(
             out,
-            "\n[[service]]                                          # {}\nname = {}\nkey_id = {}\nexpand_wildcard = {}\naudience_list = {}\n",
-            if matches!(service_source, Source::Default) { "default".to_owned() } else { service_source.to_string() },
+            "\n[[service]]                                          # {source}\nname = {}\nkey_id = {}\nexpand_wildcard = {}\naudience_list = {}\n",
             quote(&s.name),
             quote(s.key_id.as_str()),
             s.expand_wildcard,

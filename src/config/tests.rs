@@ -430,3 +430,69 @@ fn show_names_sources_and_hides_secrets() {
     assert_eq!(again.token_ttl, loaded.config.token_ttl);
     assert_eq!(again.services, loaded.config.services);
 }
+
+#[test]
+fn show_lists_every_setting() {
+    // A setting added to the file format must be added to `config show` too.
+    let shown = render(&Config::explain(None, &no_env()).unwrap());
+    for key in raw::keys()
+        .iter()
+        .filter(|k| !raw::TABLE_KEYS.contains(k) && **k != "database_file")
+    {
+        assert!(
+            shown.lines().any(|l| l.starts_with(&format!("{key} = "))
+                || l.starts_with(&format!("# {key} is not set"))),
+            "config show lacks {key}:\n{shown}"
+        );
+    }
+}
+
+#[test]
+fn services_keep_their_own_source() {
+    let e = env(&[("BERTH_SERVICE", "from-env")]);
+    let loaded = Config::explain(
+        Some((Path::new("b.toml"), "[[service]]\nname = 'from-file'\n")),
+        &e,
+    )
+    .unwrap();
+    let names: Vec<&str> = loaded
+        .config
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["from-env", "from-file"]);
+    let shown = render(&loaded);
+    let headers: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.starts_with("[[service]]"))
+        .collect();
+    assert!(
+        headers[0].ends_with("# environment BERTH_SERVICE"),
+        "{shown}"
+    );
+    assert!(headers[1].ends_with("# file b.toml"), "{shown}");
+}
+
+#[test]
+fn provider_secret_files_others_can_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("kc-secret");
+    std::fs::write(&secret, "s\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let text = format!(
+        "[[oidc]]\nissuer = 'https://kc.example.com/realms/a'\nclient_id = 'berth'\n\
+         client_secret_file = '{}'\n",
+        secret.display()
+    );
+    let loaded = Config::explain(Some((Path::new("b.toml"), &text)), &no_env()).unwrap();
+    assert!(
+        loaded.warnings.len() == 1 && loaded.warnings[0].contains("kc-secret"),
+        "{:?}",
+        loaded.warnings
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let loaded = Config::explain(Some((Path::new("b.toml"), &text)), &no_env()).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
