@@ -39,7 +39,8 @@ Files (relative paths are from the working directory; each is created on first s
   listens on      127.0.0.1:5001 [listen, BERTH_LISTEN]
 
 The first admin is `admin` in group admins, with a password printed once
-(or BERTH_ADMIN_PASSWORD). `berth registry-config` prints the registry's block again.";
+(or BERTH_ADMIN_PASSWORD, or a file named by BERTH_ADMIN_PASSWORD_FILE).
+`berth registry-config` prints the registry's block again.";
 
 /// berth: token authorization server for container registries.
 #[derive(Debug, Parser)]
