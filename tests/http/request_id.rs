@@ -122,3 +122,34 @@ async fn a_trusted_proxy_passes_a_well_formed_id_through() {
         audited(&s, &id).await;
     }
 }
+
+/// Every line `berth serve` logs while serving a request is in the request's
+/// span, whose id is the one the client got back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_of_a_request_carry_its_id() {
+    let mut srv = crate::machine::Serve::start("Admin-Secret-4711").await;
+    let r = reqwest::Client::new()
+        .get(format!("{}{QUERY}", srv.base))
+        .basic_auth("admin", Some("not-the-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    srv.stop();
+    let logs = srv.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["span"]["id"] == id.as_str())
+        .collect();
+    let targets: Vec<&str> = lines.iter().filter_map(|l| l["target"].as_str()).collect();
+    assert!(
+        targets.contains(&"berth::decision"),
+        "the decision line is not in the request's span: {targets:?}\n{logs}"
+    );
+    assert!(
+        lines.len() >= 3,
+        "the request's span holds too few lines: {targets:?}\n{logs}"
+    );
+}
