@@ -17,7 +17,7 @@ mod probe;
 mod steps;
 
 use crate::config::Config;
-use crate::token::keys::KeySet;
+use crate::token::keyset::KeySet;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use ring::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use crate::config::{Config, ServiceConfig};
-use crate::token::keys::KeySet;
+use crate::token::keyset::KeySet;
 
 use super::challenge::Challenge;
 use super::diagnose::diagnose;
