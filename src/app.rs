@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::policy::reload::PolicyHandle;
 use crate::policy::{Policy, PolicyError};
 use crate::store::{Store, StoreError};
-use crate::token::{generate, keys, Algorithm, KeyError, KeySet, Signer};
+use crate::token::{generate, keyset, Algorithm, KeyError, KeySet, Signer};
 
 /// Why berth could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +116,8 @@ pub fn ensure_keys(
 ) -> Result<(KeySet, Option<String>), KeyError> {
     let dir = &config.keys_dir;
     let lock = generate::lock(dir)?;
-    let orphans = keys::orphan_certificates(dir);
-    if !keys::has_signing_key(dir) && !orphans.is_empty() {
+    let orphans = keyset::orphan_certificates(dir);
+    if !keyset::has_signing_key(dir) && !orphans.is_empty() {
         // Generating a fresh key here would leave registries trusting only the
         // lost one: stop and say so instead.
         return Err(KeyError::Invalid {
@@ -128,7 +128,7 @@ pub fn ensure_keys(
             ),
         });
     }
-    let generated = if keys::has_signing_key(dir) {
+    let generated = if keyset::has_signing_key(dir) {
         None
     } else {
         Some(generate::generate(dir, Algorithm::Es256, now, now)?)

@@ -66,19 +66,11 @@ pub struct DecisionLog {
     pub latency: Duration,
 }
 
-fn request_id() -> String {
-    let mut raw = [0u8; 8];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
-        return String::from("0000000000000000");
-    }
-    data_encoding::HEXLOWER.encode(&raw)
-}
-
 impl DecisionLog {
-    /// An empty record for a request from `client`.
-    pub fn new(client: IpAddr) -> Self {
+    /// An empty record for request `request_id` from `client`.
+    pub fn new(client: IpAddr, request_id: String) -> Self {
         DecisionLog {
-            request_id: request_id(),
+            request_id,
             client,
             account: String::new(),
             kind: None,

@@ -168,7 +168,7 @@ pub fn run(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let orphans = crate::token::keys::orphan_certificates(&config.keys_dir);
+            let orphans = crate::token::keyset::orphan_certificates(&config.keys_dir);
             if !orphans.is_empty() {
                 anyhow::bail!(
                     "certificate(s) {} in {} have no private key file (deleted?); a running berth keeps \

@@ -4,7 +4,8 @@
 //! The router also carries the request timeouts of [`crate::net::limits`]:
 //! tower-http's body timeout (a body that stalls longer than
 //! `body_read_timeout` fails to read, and the endpoint answers 408) and its
-//! whole-request timeout (`request_timeout`, 408).
+//! whole-request timeout (`request_timeout`, 408). Outermost,
+//! [`request_id`] gives every request its id and span.
 
 pub mod client;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod login;
 pub mod meta;
 pub mod metrics;
 pub mod request;
+pub mod request_id;
 pub mod token;
 
 use axum::extract::DefaultBodyLimit;
@@ -60,10 +62,10 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 /// The request timeouts, inside the metrics middleware so that a timed-out
-/// request is counted with its 408.
+/// request is counted with its 408; outermost, the request id and its span.
 fn edge(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let limits = state.config.edge;
-    router
+    let router = router
         .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -72,5 +74,6 @@ fn edge(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
-        ))
+        ));
+    request_id::layer(router, state)
 }

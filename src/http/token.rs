@@ -21,6 +21,7 @@ use super::client::ClientIp;
 use super::error::ApiError;
 use super::metrics::{Metrics, Outcome, Stage};
 use super::request::{self, Credentials, Grant, TokenRequest};
+use super::request_id::RequestId;
 use crate::app::AppState;
 use crate::audit::DecisionLog;
 use crate::authn::{AuthError, Authenticated, Identity};
@@ -41,6 +42,7 @@ struct TokenResponse<'a> {
 pub async fn get(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    RequestId(id): RequestId,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -50,29 +52,31 @@ pub async fn get(
         headers.get(header::AUTHORIZATION),
         state.config.max_scopes,
     );
-    respond(&state, parsed, ip, started).await
+    respond(&state, parsed, ip, id, started).await
 }
 
 /// `POST /token`: OAuth2 password and refresh_token grants.
 pub async fn post(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    RequestId(id): RequestId,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let parsed = body
         .map_err(|rejection| ApiError::body_unreadable(&rejection))
         .and_then(|body| request::parse_post(&body, state.config.max_scopes));
-    respond(&state, parsed, ip, started).await
+    respond(&state, parsed, ip, id, started).await
 }
 
 async fn respond(
     state: &AppState,
     parsed: Result<TokenRequest, ApiError>,
     ip: IpAddr,
+    id: String,
     started: Instant,
 ) -> Response {
-    let mut log = DecisionLog::new(ip);
+    let mut log = DecisionLog::new(ip, id);
     let result = match parsed {
         Ok(req) => issue(state, req, ip, &mut log).await,
         Err(e) => Err(e),

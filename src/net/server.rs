@@ -9,9 +9,9 @@
 //! `header_read_timeout` (for HTTP/1 this also bounds the wait for the next
 //! request on a kept-alive connection); this module closes any connection,
 //! HTTP/1 or HTTP/2, that has had no request in progress for `idle_timeout`.
-//! Neither hyper nor hyper-util has an idle timeout for HTTP/2, and hyper-util's
-//! automatic protocol detection waits for the preface without a deadline, so
-//! both are done here.
+//! hyper-util's automatic builder tells HTTP/1.1 from HTTP/2; neither it nor
+//! hyper has an idle timeout for HTTP/2, and its protocol detection waits for
+//! the first bytes without a deadline, so both deadlines are kept here.
 //!
 //! Shutdown: when the signal arrives the listener is closed at once (new
 //! connections are refused), idle connections are closed, requests in flight run
@@ -29,6 +29,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -41,6 +42,18 @@ use super::limits::Connections;
 /// not the HTTP layer, answers an over-long query with its own JSON error;
 /// the rest leaves room for ordinary headers. Over this: 431, empty body.
 pub const MAX_HEAD_BYTES: usize = 96 * 1024;
+/// Whether a parsed request head (request line and header fields, counted as
+/// HTTP/1 sends them) fits [`MAX_HEAD_BYTES`].
+pub fn head_within_limit(parts: &hyper::http::request::Parts) -> bool {
+    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields <= MAX_HEAD_BYTES
+}
+
 /// Most header fields in one HTTP/1 request.
 pub const MAX_HEADERS: usize = 100;
 /// A TLS handshake must finish within this time.
@@ -61,11 +74,12 @@ pub struct Listener {
     pub connections: Arc<Connections>,
 }
 
-/// HTTP/1 and HTTP/2 connection settings, made once per listener.
+/// HTTP/1 and HTTP/2 connection settings, made once per listener: hyper-util's
+/// automatic builder tells the protocols apart by the HTTP/2 preface, on
+/// cleartext and TLS connections alike.
 #[derive(Clone)]
 struct Protocols {
-    http1: hyper::server::conn::http1::Builder,
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -73,16 +87,18 @@ struct Protocols {
 impl Protocols {
     fn new(connections: &Connections) -> Self {
         let limits = connections.limits();
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(MAX_HEAD_BYTES)
-            // The read buffer must hold a whole head; the exact limit is above.
+            // The read buffer bounds the memory a head can take; the exact
+            // limit is checked on the parsed head (`head_within_limit`), since
+            // hyper-util's builder does not pass hyper's own on.
             .max_buf_size(MAX_HEAD_BYTES + 8192)
             .max_headers(MAX_HEADERS);
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2
+        builder
+            .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX))
             .max_concurrent_streams(MAX_H2_STREAMS)
@@ -93,8 +109,7 @@ impl Protocols {
             .keep_alive_interval(Some(limits.idle_timeout))
             .keep_alive_timeout(limits.header_read_timeout);
         Protocols {
-            http1,
-            http2,
+            builder,
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
         }
@@ -184,35 +199,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The HTTP/2 client preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether a cleartext connection starts with the HTTP/2 preface (prior
-/// knowledge, h2c); looks without consuming. `None` when the client sent
-/// nothing conclusive within `timeout`: the connection is then closed, as
-/// hyper would for a request head that does not arrive.
-async fn starts_with_h2_preface(stream: &TcpStream, timeout: Duration) -> Option<bool> {
-    let mut buf = [0u8; 24];
-    let look = async {
-        loop {
-            let n = match stream.peek(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => return false,
-            };
-            let seen = buf.get(..n).unwrap_or_default();
-            if n == 0 || !H2_PREFACE.starts_with(seen) {
-                return false;
-            }
-            if n == H2_PREFACE.len() {
-                return true;
-            }
-            // A partial preface: wait for the rest.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(timeout, look).await.ok()
-}
-
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
@@ -221,26 +207,52 @@ struct Connection {
     stop: watch::Receiver<bool>,
 }
 
+/// The answer to a head over [`MAX_HEAD_BYTES`]: 431, empty body, and on
+/// HTTP/1 the connection closed.
+fn head_too_large(version: hyper::Version) -> hyper::Response<axum::body::Body> {
+    let mut res = hyper::Response::new(axum::body::Body::empty());
+    *res.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    if version < hyper::Version::HTTP_2 {
+        res.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    res
+}
+
+/// Requests on one connection: in progress now, and started so far.
+#[derive(Clone, Copy, Default)]
+struct Activity {
+    active: usize,
+    started: u64,
+}
+
 /// Marks a request in progress on its connection until dropped.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<watch::Sender<Activity>>);
 
 impl Busy {
-    fn start(active: &Arc<watch::Sender<usize>>) -> Self {
-        active.send_modify(|n| *n += 1);
-        Busy(active.clone())
+    fn start(activity: &Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| {
+            a.active += 1;
+            a.started += 1;
+        });
+        Busy(activity.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0
+            .send_modify(|a| a.active = a.active.saturating_sub(1));
     }
 }
 
 /// What keeps one connection going: the shutdown signal and its activity.
 struct Watch {
     stop: watch::Receiver<bool>,
-    active: watch::Receiver<usize>,
+    active: watch::Receiver<Activity>,
+    first: Duration,
     idle: Duration,
 }
 
@@ -256,14 +268,22 @@ impl Connection {
         // Token responses are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
         let router = listener.router;
-        let (active_tx, active_rx) = watch::channel(0usize);
+        let (active_tx, active_rx) = watch::channel(Activity::default());
         let active_tx = Arc::new(active_tx);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let busy = Busy::start(&active_tx);
-            let response = router.clone().call(req);
+            let (parts, body) = req.into_parts();
+            let too_large = (!head_within_limit(&parts)).then_some(parts.version);
+            let response = match too_large {
+                None => Ok(router.clone().call(Request::from_parts(parts, body))),
+                Some(version) => Err(head_too_large(version)),
+            };
             async move {
-                let res = response.await;
+                let res = match response {
+                    Ok(response) => response.await,
+                    Err(refusal) => Ok(refusal),
+                };
                 drop(busy);
                 res
             }
@@ -271,17 +291,11 @@ impl Connection {
         let watch = Watch {
             stop,
             active: active_rx,
+            first: protocols.header_read_timeout,
             idle: protocols.idle_timeout,
         };
         let result = match listener.tls {
-            None => {
-                let Some(h2) = starts_with_h2_preface(&stream, protocols.header_read_timeout).await
-                else {
-                    tracing::debug!(%peer, "no request within the header read timeout");
-                    return;
-                };
-                serve_io(TokioIo::new(stream), h2, &protocols, service, watch).await
-            }
+            None => serve_io(TokioIo::new(stream), &protocols, service, watch).await,
             Some(acceptor) => {
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                     .await
@@ -296,8 +310,7 @@ impl Connection {
                         return;
                     }
                 };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                serve_io(TokioIo::new(tls), h2, &protocols, service, watch).await
+                serve_io(TokioIo::new(tls), &protocols, service, watch).await
             }
         };
         if let Err(e) = result {
@@ -309,48 +322,82 @@ impl Connection {
 
 async fn serve_io<I, S>(
     io: I,
-    h2: bool,
     protocols: &Protocols,
     service: S,
     watch: Watch,
-) -> Result<(), hyper::Error>
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body> + Clone + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<axum::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if h2 {
-        let conn = protocols.http2.serve_connection(io, service);
-        drive(conn, |c| c.graceful_shutdown(), watch).await
-    } else {
-        let conn = protocols.http1.serve_connection(io, service);
-        drive(conn, |c| c.graceful_shutdown(), watch).await
-    }
+    let conn = protocols.builder.serve_connection(io, service);
+    drive(conn, watch).await
 }
 
 /// Runs `conn` to its end; asks it to finish gracefully (answer what is in
-/// progress, take nothing new) at shutdown or once it has been idle for
-/// `watch.idle`.
-async fn drive<C, E>(conn: C, graceful: fn(Pin<&mut C>), mut watch: Watch) -> Result<(), E>
+/// progress, take nothing new) at shutdown, when no first request has started
+/// within `watch.first` (hyper-util's protocol detection has no deadline of
+/// its own), or once it has been idle for `watch.idle`.
+async fn drive<C, E>(conn: C, mut watch: Watch) -> Result<(), E>
 where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<(), E>> + Graceful,
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut first = watch.active.clone();
     loop {
         tokio::select! {
             result = conn.as_mut() => return result,
             () = stopped(&mut watch.stop), if !closing => {
-                graceful(conn.as_mut());
+                conn.as_mut().begin_close();
+                closing = true;
+            }
+            () = no_first_request(&mut first, watch.first), if !closing => {
+                tracing::debug!("no request within the header read timeout");
+                conn.as_mut().begin_close();
                 closing = true;
             }
             () = idle_for(&mut watch.active, watch.idle), if !closing => {
-                graceful(conn.as_mut());
+                conn.as_mut().begin_close();
                 closing = true;
             }
         }
     }
+}
+
+/// A connection that can be asked to finish gracefully.
+trait Graceful {
+    fn begin_close(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for auto::Connection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<axum::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn begin_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Resolves when `first` has passed without any request having started; never
+/// once one has.
+async fn no_first_request(active: &mut watch::Receiver<Activity>, first: Duration) {
+    let started = tokio::time::timeout(first, async {
+        active.wait_for(|a| a.started > 0).await.map(|_| ())
+    })
+    .await;
+    if started.is_err() {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -361,13 +408,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Resolves once no request has been in progress for `idle`.
-async fn idle_for(active: &mut watch::Receiver<usize>, idle: Duration) {
+async fn idle_for(active: &mut watch::Receiver<Activity>, idle: Duration) {
     loop {
-        if active.wait_for(|n| *n == 0).await.is_err() {
+        if active.wait_for(|a| a.active == 0).await.is_err() {
             std::future::pending::<()>().await;
         }
         let busy_again = tokio::time::timeout(idle, async {
-            active.wait_for(|n| *n > 0).await.map(|_| ())
+            active.wait_for(|a| a.active > 0).await.map(|_| ())
         })
         .await;
         if busy_again.is_err() {

@@ -17,8 +17,9 @@ use ring::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use super::keys::{
-    invalid, io_err, read_pem, write_replace, Algorithm, KeyError, KeySet, CA_NAME, CERT_BACKDATE,
+    invalid, io_err, read_pem, write_replace, Algorithm, KeyError, CA_NAME, CERT_BACKDATE,
 };
+use super::keyset::KeySet;
 
 /// Common name of berth's CA certificate.
 const CA_COMMON_NAME: &str = "berth token signing CA";

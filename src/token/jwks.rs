@@ -3,7 +3,8 @@
 use data_encoding::{BASE64, BASE64URL_NOPAD};
 use serde_json::{json, Value};
 
-use super::keys::{PublicKey, SigningKey};
+use super::keys::SigningKey;
+use super::public::PublicKey;
 use crate::config::KeyIdMode;
 
 /// One JWK for `key`, with the given `kid`.

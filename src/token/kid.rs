@@ -6,7 +6,7 @@
 use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
 use ring::digest::{digest, SHA256};
 
-use super::keys::PublicKey;
+use super::public::PublicKey;
 
 /// The libtrust key ID of a DER SubjectPublicKeyInfo: SHA-256, first 30 bytes,
 /// base32 without padding, in twelve groups of four joined by `:`.

@@ -6,9 +6,12 @@
 pub mod generate;
 pub mod jwks;
 pub mod keys;
+pub mod keyset;
 pub mod kid;
+pub mod public;
 pub mod registry;
 pub mod signer;
 
-pub use keys::{Algorithm, KeyError, KeySet, SigningKey};
+pub use keys::{Algorithm, KeyError, SigningKey};
+pub use keyset::KeySet;
 pub use signer::{Access, Signer, TokenError};

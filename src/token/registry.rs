@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, KeyIdMode, ServiceConfig};
 
-use super::keys::{Algorithm, BUNDLE_FILE, JWKS_FILE};
+use super::keys::Algorithm;
+use super::keyset::{BUNDLE_FILE, JWKS_FILE};
 
 /// A registry implementation, as far as token verification differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,7 +17,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::jwks::kid_for;
-use super::keys::{KeyError, KeySet, SigningKey};
+use super::keys::{KeyError, SigningKey};
+use super::keyset::KeySet;
 use crate::config::{Config, KeyIdMode, ServiceConfig};
 
 /// Seconds `nbf` is set before `iat`, so a registry whose clock runs a little

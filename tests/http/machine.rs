@@ -1271,16 +1271,16 @@ async fn audit_log_postgres() {
 // What `berth serve` logs
 
 /// `berth serve` as a child process, logging JSON to a file; SIGTERM on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: std::process::Child,
-    base: String,
+    pub(crate) base: String,
     log: std::path::PathBuf,
     db: String,
     _dir: tempfile::TempDir,
 }
 
 impl Serve {
-    async fn start(admin_pw: &str) -> Serve {
+    pub(crate) async fn start(admin_pw: &str) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
@@ -1339,7 +1339,7 @@ impl Serve {
         serve
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let out = std::fs::read_to_string(self.log.with_file_name("serve.out")).unwrap_or_default();
         format!(
             "{}{out}",
@@ -1348,7 +1348,7 @@ impl Serve {
     }
 
     /// SIGTERM and wait, so every log line is written.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
