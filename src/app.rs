@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use crate::authn::{self, AuthError, AuthSettings, Authenticator, Username};
 use crate::config::Config;
 use crate::policy::reload::PolicyHandle;
-use crate::policy::{Policy, PolicyError};
+use crate::policy::PolicyError;
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use crate::token::{generate, keyset, Algorithm, KeyError, KeySet, Signer};
 
@@ -46,32 +47,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Shared state of the running server.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// Token signer.
-    pub signer: Arc<Signer>,
-    /// Credential checks.
-    pub auth: Arc<Authenticator>,
-    /// The live policy.
-    pub policies: Arc<PolicyHandle>,
-    /// Decision records: log lines and audit rows.
-    pub audit: crate::audit::AuditSink,
-    /// Request metrics.
-    pub metrics: Arc<crate::http::metrics::Metrics>,
-    /// The TLS certificate, when berth terminates TLS.
-    pub tls: Option<Arc<crate::net::tls::CertStore>>,
-}
-
-impl AppState {
-    /// The policy in force; a request keeps the one it started with.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policies.current()
-    }
 }
 
 /// What bootstrap did, for the operator.
@@ -266,7 +241,7 @@ pub async fn build(
         signer: Arc::new(signer),
         auth: Arc::new(auth),
         policies: Arc::new(policies),
-        metrics: Arc::new(crate::http::metrics::Metrics::new()),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         tls,
     };
     Ok((state, boot))

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::net::proxy;
+use crate::state::AppState;
 
 /// Extractor: the client's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

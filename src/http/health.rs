@@ -10,7 +10,6 @@
 //! change of the checks' state, not once per probe, so a probe every second
 //! does not flood the log.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +19,7 @@ use axum::Json;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// How long the database may take to answer the readiness ping.
 pub const DB_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,32 +31,6 @@ pub enum Detail {
     Status,
     /// Every check and the policy error (metrics listener).
     Full,
-}
-
-/// The last state of the checks that was logged, so each change is logged once.
-#[derive(Debug, Default)]
-pub struct HealthLog {
-    last: Mutex<String>,
-}
-
-impl HealthLog {
-    /// Logs `problems` (with `causes`) when they differ from the last call's.
-    fn note(&self, problems: &[&str], causes: &[(&'static str, String)]) {
-        let now = problems.join(", ");
-        {
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if *last == now {
-                return;
-            }
-            *last = now.clone();
-        }
-        if problems.is_empty() {
-            tracing::info!("health: every check is ok again");
-        } else {
-            let causes: Vec<String> = causes.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            tracing::warn!(problems = %now, causes = %causes.join("; "), "health changed");
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -177,22 +150,5 @@ pub async fn readyz(State(state): State<AppState>, detail: Detail) -> Response {
                 policy_error: policy.error.filter(|_| policy.stale),
             },
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn a_state_is_remembered_until_it_changes() {
-        let log = HealthLog::default();
-        log.note(&["policy stale"], &[("policy", "x.toml:3".into())]);
-        assert_eq!(*log.last.lock().unwrap(), "policy stale");
-        log.note(&["policy stale"], &[("policy", "x.toml:4".into())]);
-        assert_eq!(*log.last.lock().unwrap(), "policy stale");
-        log.note(&[], &[]);
-        assert_eq!(*log.last.lock().unwrap(), "");
     }
 }

@@ -24,10 +24,10 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
 use crate::authn::oidc::browser::BrowserSession;
 use crate::authn::oidc::pat::{NewToken, Owner};
 use crate::authn::oidc::{Oidc, OidcError};
+use crate::state::AppState;
 
 const SESSION_COOKIE: &str = "berth_session";
 const FLOW_COOKIE: &str = "berth_login_flow";

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::token::jwks;
 
 /// `GET /.well-known/jwks.json`: every currently valid public key, once per key ID

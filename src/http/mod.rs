@@ -23,7 +23,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use health::Detail;
 
 /// Largest request body accepted (OAuth forms are small).

@@ -22,8 +22,8 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::net::proxy;
+use crate::state::AppState;
 
 /// The header that carries the id, in and out.
 pub const HEADER: &str = "x-request-id";

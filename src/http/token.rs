@@ -19,13 +19,13 @@ use time::OffsetDateTime;
 
 use super::client::ClientIp;
 use super::error::ApiError;
-use super::metrics::{Metrics, Outcome, Stage};
 use super::request::{self, Credentials, Grant, TokenRequest};
 use super::request_id::RequestId;
-use crate::app::AppState;
 use crate::audit::DecisionLog;
 use crate::authn::{AuthError, Authenticated, Identity};
+use crate::metrics::{Metrics, Outcome, Stage};
 use crate::policy::{self, Request};
+use crate::state::AppState;
 use crate::token::{Access, TokenError};
 
 #[derive(Serialize)]
@@ -105,7 +105,7 @@ async fn respond(
         }
     };
     log.latency = started.elapsed();
-    let outcome = super::metrics::token_outcome(log.outcome, response.status());
+    let outcome = crate::metrics::token_outcome(log.outcome, response.status());
     response.extensions_mut().insert(Outcome(outcome));
     state.audit.record(&log, permit);
     response
@@ -113,7 +113,7 @@ async fn respond(
 
 /// [`auth_error`], counting backend failures (those that become a 5xx).
 fn counted_auth_error(metrics: &Metrics, e: AuthError, grant: Grant) -> ApiError {
-    let backend = super::metrics::backend_of(&e);
+    let backend = crate::metrics::backend_of(&e);
     let error = auth_error(e, grant);
     if error.status().is_server_error() {
         metrics.backend_error(backend);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::app::AppState;
+use berth::state::AppState;
 use secrecy::SecretString;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use berth::app::AppState;
 use berth::authn::Username;
+use berth::state::AppState;
 use berth::store::Store;
 use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD};
 use secrecy::SecretString;

@@ -1,0 +1,37 @@
+//! The state every request handler shares: configuration, signer,
+//! authenticator, live policy, audit sink, metrics and TLS certificate. Built
+//! by `app`; read by `http`.
+
+use std::sync::Arc;
+
+use crate::authn::Authenticator;
+use crate::config::Config;
+use crate::policy::reload::PolicyHandle;
+use crate::policy::Policy;
+use crate::token::Signer;
+
+/// Shared state of the running server.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Token signer.
+    pub signer: Arc<Signer>,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// The live policy.
+    pub policies: Arc<PolicyHandle>,
+    /// Decision records: log lines and audit rows.
+    pub audit: crate::audit::AuditSink,
+    /// Request metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The TLS certificate, when berth terminates TLS.
+    pub tls: Option<Arc<crate::net::tls::CertStore>>,
+}
+
+impl AppState {
+    /// The policy in force; a request keeps the one it started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policies.current()
+    }
+}
