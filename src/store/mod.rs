@@ -16,7 +16,7 @@ mod replay;
 mod robots;
 mod tokens;
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{AuditQuery, AuditRecord, ErasedColumn};
 pub use generation::Generation;
 pub use limits::Take;
 pub use replay::{RecordedIdentity, ReplayRow};
