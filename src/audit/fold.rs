@@ -231,3 +231,95 @@ fn close_into(out: &mut Vec<Closed>, slot: Slot) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::policy::Identity;
+
+    fn grant(subject: &str, groups: &[&str], service: &str, granted: &str) -> DecisionLog {
+        let mut log = DecisionLog::new(IpAddr::from([192, 0, 2, 1]));
+        log.identify(&Identity {
+            subject: subject.into(),
+            kind: Kind::User,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            via: "local",
+        });
+        log.service = service.into();
+        log.granted = vec![granted.into()];
+        log.outcome = "issued";
+        log
+    }
+
+    #[test]
+    fn a_full_table_writes_alone_and_loses_nothing() {
+        let t = FoldTable::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        let a = grant("a", &[], "reg", "repository:a/x:pull");
+        let b = grant("b", &[], "reg", "repository:b/x:pull");
+        let c = grant("c", &[], "reg", "repository:c/x:pull");
+        assert!(matches!(t.decide(&a, true, now, 1), Fold::Head(_)));
+        assert!(matches!(t.decide(&b, true, now, 1), Fold::Head(_)));
+        for _ in 0..3 {
+            assert!(
+                matches!(t.decide(&c, true, now, 1), Fold::Alone),
+                "no room: each of c's grants gets its own row"
+            );
+        }
+        assert!(matches!(t.decide(&a, true, now, 2), Fold::Folded));
+        assert_eq!(t.stats(), (2, 1));
+    }
+
+    #[test]
+    fn windows_close_with_their_counts() {
+        let t = FoldTable::new(Duration::from_secs(60), 10);
+        let start = Instant::now();
+        let a = grant("a", &["g2", "g1"], "reg", "repository:a/x:pull");
+        let Fold::Head(first) = t.decide(&a, true, start, 100) else {
+            panic!("first grant opens a window")
+        };
+        for i in 0..5 {
+            assert!(matches!(t.decide(&a, true, start, 101 + i), Fold::Folded));
+        }
+        // Not due yet.
+        assert!(t.close(start + Duration::from_secs(30), false).is_empty());
+        // Past the window, the next grant opens a new one and hands the count over.
+        let later = start + Duration::from_secs(61);
+        assert!(matches!(t.decide(&a, true, later, 200), Fold::Head(_)));
+        let closed = t.close(later, false);
+        assert_eq!(closed.len(), 1);
+        assert!(Arc::ptr_eq(&closed[0].head, &first));
+        assert_eq!((closed[0].repeats, closed[0].last_at), (5, 105));
+        // Without room in the queue, no window opens (its row would be lost).
+        let b = grant("b", &[], "reg", "repository:b/x:pull");
+        assert!(matches!(t.decide(&b, false, later, 200), Fold::Alone));
+        // Shutdown closes everything; later grants are written alone.
+        assert!(matches!(t.decide(&a, true, later, 201), Fold::Folded));
+        let rest = t.close(later, true);
+        assert_eq!(rest.len(), 1);
+        assert!(matches!(t.decide(&a, true, later, 202), Fold::Alone));
+    }
+
+    #[test]
+    fn only_clean_grants_to_an_identity_fold() {
+        let t = FoldTable::new(Duration::from_secs(60), 10);
+        let now = Instant::now();
+        let mut refused = grant("a", &[], "reg", "repository:a/x:pull");
+        refused.denied = vec!["repository:a/x:push".into()];
+        let mut failed = grant("a", &[], "reg", "repository:a/x:pull");
+        failed.outcome = "invalid_request";
+        failed.error = Some("bad".into());
+        let mut unknown = DecisionLog::new(IpAddr::from([192, 0, 2, 1]));
+        unknown.outcome = "unauthorized";
+        for log in [&refused, &failed, &unknown] {
+            for _ in 0..3 {
+                assert!(matches!(t.decide(log, true, now, 1), Fold::Alone));
+            }
+        }
+        let off = FoldTable::new(Duration::ZERO, 10);
+        let a = grant("a", &[], "reg", "repository:a/x:pull");
+        assert!(matches!(off.decide(&a, true, now, 1), Fold::Alone));
+        assert!(matches!(off.decide(&a, true, now, 1), Fold::Alone));
+    }
+}

@@ -364,3 +364,35 @@ async fn folding_off() {
     assert_eq!(rows.len(), 16);
     assert!(rows.iter().all(|r| r.repeats == 1 && r.last_at.is_none()));
 }
+
+/// `audit_fold_window`: 60 s by default, milliseconds allowed, at most 1 h.
+#[test]
+fn fold_window_setting_is_checked() {
+    struct NoEnv;
+    impl berth::config::Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+    let parse = |line: &str| {
+        berth::config::Config::from_toml(
+            std::path::Path::new("fold.toml"),
+            &format!("{line}\n[[service]]\nname = 'registry.test'\n"),
+            &NoEnv,
+        )
+    };
+    assert_eq!(
+        parse("").unwrap().audit_fold_window,
+        Duration::from_secs(60)
+    );
+    let ms = parse("audit_fold_window = \"250ms\"").unwrap();
+    assert_eq!(ms.audit_fold_window, Duration::from_millis(250));
+    let off = parse("audit_fold_window = \"0\"").unwrap();
+    assert_eq!(off.audit_fold_window, Duration::ZERO);
+    for bad in ["\"2h\"", "\"soon\"", "\"-1s\"", "60"] {
+        let err = parse(&format!("audit_fold_window = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit_fold_window"), "{bad}: {err}");
+    }
+}
