@@ -305,7 +305,7 @@ async fn folding_postgres() {
 }
 
 /// A window closes by itself: its count is written while berth runs, and the
-/// next repeat opens a new row. Repeats from another address get their own row.
+/// next repeat opens a new row.
 async fn window_closes(db: TestDb) {
     let s = server(&db, "audit_fold_window = \"300ms\"").await;
     s.add_user("alice", "alice-pw", &[]).await;
@@ -394,5 +394,58 @@ fn fold_window_setting_is_checked() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("audit_fold_window"), "{bad}: {err}");
+    }
+}
+
+/// The same grant from another client address (here through a trusted proxy)
+/// is never folded into the first address's row: a stolen credential used
+/// elsewhere shows up with its own address.
+async fn addresses(db: TestDb) {
+    let s = server(&db, "trusted_proxies = [\"127.0.0.1/32\"]").await;
+    s.add_user("alice", "alice-pw", &[]).await;
+    let url = format!(
+        "{}/token?{}",
+        s.base,
+        query("alice", &["repository:alice/app:pull"])
+    );
+    let from = |addr: &'static str| {
+        s.client
+            .get(&url)
+            .basic_auth("alice", Some("alice-pw"))
+            .header("x-forwarded-for", addr)
+            .send()
+    };
+    let sent = futures::future::join_all(
+        [
+            "203.0.113.5",
+            "198.51.100.7",
+            "203.0.113.5",
+            "198.51.100.7",
+            "203.0.113.5",
+        ]
+        .into_iter()
+        .map(from),
+    )
+    .await;
+    assert!(sent.iter().all(|r| r.as_ref().unwrap().status() == 200));
+    s.state.audit.shutdown().await;
+    let rows = rows_at_least(&s, 2).await;
+    let mut seen: Vec<(&str, i64)> = rows
+        .iter()
+        .map(|r| (r.client.as_str(), r.repeats))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [("198.51.100.7", 2), ("203.0.113.5", 3)], "{rows:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_sqlite() {
+    addresses(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_postgres() {
+    if let Some(db) = TestDb::postgres("addresses_postgres").await {
+        addresses(db).await;
     }
 }
