@@ -9,6 +9,12 @@ use berth::config::Database;
 use berth::store::{AuditQuery, AuditRecord, Store, StoreError};
 use sqlx::Connection;
 
+#[path = "store/replay.rs"]
+mod replay;
+
+#[path = "store/erase.rs"]
+mod erase;
+
 /// A database for one test; PostgreSQL ones are dropped on `finish`.
 struct TestDb {
     db: Database,
@@ -329,6 +335,7 @@ fn record(at: i64, account: &str, requested: &str, denied: &str, outcome: &str) 
         outcome: outcome.into(),
         error: String::new(),
         latency_us: 42,
+        ..AuditRecord::default()
     }
 }
 

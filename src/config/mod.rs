@@ -119,6 +119,9 @@ pub struct Config {
     /// A request whose audit row cannot be queued fails with 503 (otherwise the
     /// row is dropped, counted and logged, and the request served).
     pub audit_required: bool,
+    /// Repeats of a grant within this window are folded into its first row
+    /// (zero: every decision gets its own row).
+    pub audit_fold_window: Duration,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::authn::oidc::OidcSettings,
     /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their

@@ -144,6 +144,7 @@ fn settings(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("audit_retention", Some(dur(c.audit_retention))),
         ("audit_queue", Some(c.audit_queue.to_string())),
         ("audit_required", Some(c.audit_required.to_string())),
+        ("audit_fold_window", Some(dur(c.audit_fold_window))),
         (
             "metrics_listen",
             c.metrics_listen.map(|a| quote(&a.to_string())),

@@ -304,6 +304,17 @@ fn audit(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
         1..=10_000_000,
     )?;
     c.audit_required = raw.audit_required.take().unwrap_or(c.audit_required);
+    c.audit_fold_window = short_duration(
+        "audit_fold_window",
+        raw.audit_fold_window.take(),
+        c.audit_fold_window,
+    )?;
+    if c.audit_fold_window > Duration::from_secs(3600) {
+        return Err(invalid(
+            "audit_fold_window",
+            "must be at most 1h (0 turns folding off)",
+        ));
+    }
     Ok(())
 }
 
@@ -415,6 +426,7 @@ impl Default for Config {
             audit_retention: Duration::from_secs(90 * 86_400),
             audit_queue: 50_000,
             audit_required: false,
+            audit_fold_window: Duration::from_secs(60),
             oidc: crate::authn::oidc::OidcSettings::default(),
             ldap: Vec::new(),
             key_publish_delay: Duration::from_secs(3600),

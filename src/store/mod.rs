@@ -13,12 +13,14 @@ pub mod ldap;
 mod limits;
 pub mod oidc;
 mod postgres;
+mod replay;
 mod robots;
 mod tokens;
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{AuditQuery, AuditRecord, ErasedColumn};
 pub use generation::Generation;
 pub use limits::Take;
+pub use replay::{RecordedIdentity, ReplayRow};
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 

@@ -53,7 +53,8 @@ fn generated(id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_the_id_of_its_audit_row() {
-    let s = TestServer::start(opts("")).await;
+    // Every grant gets its own row (no folding), so every id has one.
+    let s = TestServer::start(opts("audit_fold_window = '0'")).await;
     s.add_user("alice", "wonderland", &[]).await;
     let (status, id) = ask(&s, &[]).await;
     assert_eq!(status, 200);
@@ -90,7 +91,7 @@ async fn every_answer_carries_the_id_of_its_audit_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_its_id() {
     // No trusted proxies: the loopback client is an ordinary client.
-    let s = TestServer::start(opts("")).await;
+    let s = TestServer::start(opts("audit_fold_window = '0'")).await;
     s.add_user("alice", "wonderland", &[]).await;
     let (status, id) = ask(&s, &["forged-id-1"]).await;
     assert_eq!(status, 200);
@@ -101,7 +102,10 @@ async fn a_client_cannot_choose_its_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_passes_a_well_formed_id_through() {
-    let s = TestServer::start(opts("trusted_proxies = ['127.0.0.0/8']")).await;
+    let s = TestServer::start(opts(
+        "trusted_proxies = ['127.0.0.0/8']\naudit_fold_window = '0'",
+    ))
+    .await;
     s.add_user("alice", "wonderland", &[]).await;
     let (status, id) = ask(&s, &["edge-7f3a.2_b"]).await;
     assert_eq!((status, id.as_str()), (200, "edge-7f3a.2_b"));
