@@ -144,6 +144,9 @@ pub struct ServiceConfig {
     /// Send `aud` as a one-element JSON list instead of a string (distribution 2.x
     /// accepts only a string).
     pub audience_list: bool,
+    /// The address `docker login` uses for this registry (`host[:port]`, or an
+    /// `https://`/`http://` URL), shown on the sign-in page; `None`: the name.
+    pub registry_url: Option<String>,
 }
 
 impl ServiceConfig {
@@ -154,6 +157,7 @@ impl ServiceConfig {
             key_id,
             expand_wildcard: false,
             audience_list: false,
+            registry_url: None,
         }
     }
 }
@@ -297,6 +301,32 @@ struct RawService {
     expand_wildcard: bool,
     #[serde(default)]
     audience_list: bool,
+    #[serde(default)]
+    registry_url: Option<String>,
+}
+
+/// Checks a `registry_url`: what `docker login` takes as the registry, an
+/// optional `https://` or `http://`, then `host[:port]` (an IPv6 host in
+/// brackets) and an optional path. Only characters that need no quoting in a
+/// shell, so the page's command line stays one plain line.
+fn check_registry_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or("");
+    if url.len() > 255
+        || host.is_empty()
+        || host.starts_with(['-', '.', ':'])
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:/[]".contains(c))
+    {
+        return Err(format!(
+            "{url:?} is not a registry address like registry.example.com or registry.example.com:5000"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a duration such as `90s`, `5m`, `12h`, `30d` or a bare number of seconds.
@@ -616,11 +646,17 @@ impl Config {
                     format!("service {:?} is listed twice", s.name),
                 ));
             }
+            let registry_url = s.registry_url.map(|u| u.trim().to_owned());
+            if let Some(url) = &registry_url {
+                check_registry_url(url)
+                    .map_err(|why| invalid(&format!("service[{i}].registry_url"), why))?;
+            }
             services.push(ServiceConfig {
                 name: s.name,
                 key_id: s.key_id,
                 expand_wildcard: s.expand_wildcard,
                 audience_list: s.audience_list,
+                registry_url,
             });
         }
         if let Some(name) = env.var("BERTH_SERVICE") {
@@ -628,8 +664,15 @@ impl Config {
                 Some(v) => v.parse().map_err(|p| invalid("BERTH_SERVICE_KEY_ID", p))?,
                 None => KeyIdMode::default(),
             };
+            // The file's registry address of that service still holds.
+            let registry_url = services
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.registry_url.clone());
             services.retain(|s| s.name != name);
-            services.insert(0, ServiceConfig::new(name, key_id));
+            let mut service = ServiceConfig::new(name, key_id);
+            service.registry_url = registry_url;
+            services.insert(0, service);
         }
         if services.is_empty() {
             services.push(ServiceConfig::new("registry", KeyIdMode::default()));
@@ -813,6 +856,39 @@ mod tests {
         assert!(!c.services[1].expand_wildcard && !c.services[1].audience_list);
         assert_eq!(c.key_publish_delay, Duration::from_secs(300));
         assert!(parse("[[service]]\nname='a'\nexpand_wildcard='yes'").is_err());
+    }
+
+    #[test]
+    fn registry_url_is_a_plain_registry_address() {
+        let c = parse(
+            "[[service]]\nname = 'reg'\nregistry_url = 'registry.example.com:5000'\n\
+             [[service]]\nname = 'other'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.services[0].registry_url.as_deref(),
+            Some("registry.example.com:5000")
+        );
+        assert_eq!(c.services[1].registry_url, None);
+        for ok in ["https://reg.example.com", "[::1]:5000", "127.0.0.1:5000/v2"] {
+            assert!(
+                parse(&format!("[[service]]\nname='a'\nregistry_url='{ok}'")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "",
+            "reg example",
+            "reg;rm -rf",
+            "-x",
+            "https://",
+            "reg$(id)",
+        ] {
+            let e = parse(&format!("[[service]]\nname='a'\nregistry_url='{bad}'"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("service[0].registry_url"), "{bad}: {e}");
+        }
     }
 
     #[test]
