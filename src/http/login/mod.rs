@@ -1,37 +1,43 @@
 //! The browser sign-in at `/login`: authorization code flow with PKCE at the
 //! identity provider, then a page that mints, lists and revokes the user's tokens
-//! for `docker login`.
+//! for `docker login`. This file holds the routes and their thin handlers;
+//! cookies, forms, HTML and responses live in the submodules.
 //!
 //! HTTP-side invariants: cookies are `HttpOnly`, `SameSite=Lax`, scoped to
 //! `/login`, and `Secure` whenever berth's public URL is https; every POST carries
 //! the session's CSRF token (compared in constant time) and, when the browser
 //! sends `Origin`, it must be berth's own; pages are `no-store`, not framable, and
 //! send no referrer to other sites (`same-origin`: with `no-referrer`, browsers
-//! send `Origin: null` on form posts). The flow's checks (state, nonce, PKCE) are
-//! `authn::oidc`'s.
+//! send `Origin: null` on form posts). Every POST answers with a redirect
+//! (post/redirect/get), so reloading a page never re-sends a form: a token
+//! minted reaches its page in a one-shot sealed cookie (see [`cookies`]).
+//! Revoking asks for confirmation first. The flow's checks (state, nonce, PKCE)
+//! are `authn::oidc`'s.
 
+mod cookies;
+mod forms;
 mod pages;
+mod response;
+mod token_page;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use secrecy::ExposeSecret;
+use axum_extra::extract::{CookieJar, Form, FormRejection, Query, QueryRejection};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::authn::oidc::browser::BrowserSession;
-use crate::authn::oidc::pat::{NewToken, Owner};
-use crate::authn::oidc::{Oidc, OidcError};
-
-const SESSION_COOKIE: &str = "berth_session";
-const FLOW_COOKIE: &str = "berth_login_flow";
-const MAX_FORM: usize = 4096;
+use crate::authn::oidc::browser::{BrowserSession, PENDING_TTL, SESSION_MAX};
+use crate::authn::oidc::pat::Owner;
+use crate::authn::oidc::{NameConflict, Oidc, OidcError};
+use forms::Notice;
+use response::{html, see_other, PageError};
+use token_page::{Registry, TokenPage};
 
 /// The `/login` routes.
 pub fn routes() -> Router<AppState> {
@@ -42,228 +48,88 @@ pub fn routes() -> Router<AppState> {
         .route("/login/tokens", post(create))
         .route("/login/tokens/revoke", post(revoke))
         .route("/login/logout", post(logout))
+        .layer(DefaultBodyLimit::max(forms::MAX_FORM))
 }
+
+type PageResult = Result<Response, PageError>;
 
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    let mut res = (status, body).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    res
-}
-
-fn problem(status: StatusCode, title: &str, text: &str) -> Response {
-    html(status, pages::problem(title, text))
-}
-
-fn redirect(to: &str, cookies: &[String]) -> Response {
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.append(header::SET_COOKIE, v);
-        }
-    }
-    res
 }
 
 fn secure(state: &AppState) -> bool {
     state.config.public_url.starts_with("https://")
 }
 
-fn cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> String {
-    format!(
-        "{name}={value}; Path=/login; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        if secure(state) { "; Secure" } else { "" }
-    )
-}
-
-fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-fn oidc(state: &AppState) -> Result<&Arc<Oidc>, Box<Response>> {
-    state.auth.oidc().ok_or_else(|| {
-        Box::new(problem(
+fn oidc(state: &AppState) -> Result<Arc<Oidc>, PageError> {
+    state.auth.oidc().cloned().ok_or_else(|| {
+        PageError::problem(
             StatusCode::NOT_FOUND,
             "Sign-in not configured",
             "berth has no [[oidc]] provider configured, so there is no browser sign-in.",
-        ))
+        )
     })
 }
 
-async fn session(state: &AppState, headers: &HeaderMap) -> Option<(String, Arc<BrowserSession>)> {
-    let id = read_cookie(headers, SESSION_COOKIE)?;
-    let s = state.auth.oidc()?.browser_session(&id).await?;
+async fn session(oidc: &Oidc, headers: &HeaderMap) -> Option<(String, Arc<BrowserSession>)> {
+    let id = cookies::value(headers, cookies::SESSION)?;
+    let s = oidc.browser_session(&id).await?;
     Some((id, s))
 }
 
-fn registry_host(state: &AppState) -> String {
-    let name = &state.config.services[0].name;
-    if name.contains('.') || name.contains(':') {
-        name.clone()
-    } else {
-        "REGISTRY".to_owned()
-    }
-}
-
-async fn render_tokens(
-    state: &AppState,
-    oidc: &Oidc,
-    s: &BrowserSession,
-    minted: Option<pages::Minted<'_>>,
-    message: Option<&str>,
-) -> Response {
-    match oidc
-        .list_tokens(&s.provider.cfg.name, &s.user.subject)
-        .await
-    {
-        Ok(list) => html(
-            StatusCode::OK,
-            pages::tokens(s, &list, minted, message, now()),
-        ),
-        Err(e) => failure(state, e),
-    }
-}
-
-fn failure(_state: &AppState, e: OidcError) -> Response {
-    match e {
-        OidcError::Rejected(why) => {
-            tracing::info!(reason = %why, "sign-in refused");
-            problem(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
-                &format!("The sign-in was refused: {why}."),
-            )
-        }
-        OidcError::Token(why) => {
-            tracing::warn!(reason = %why, "sign-in: provider token refused");
-            problem(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
-                "The identity provider's answer did not verify. Start again.",
-            )
-        }
-        OidcError::Unavailable(why) | OidcError::Config(why) => {
-            tracing::error!(error = %why, "sign-in: identity provider unreachable");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Identity provider unreachable",
-                "The identity provider is unreachable. Try again shortly.",
-            )
-        }
-        OidcError::Store(e) => {
-            tracing::error!(error = %e, "sign-in: database failed");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "The database is unavailable. Try again shortly.",
-            )
-        }
-        OidcError::Internal(e) => {
-            tracing::error!(error = %e, "sign-in failed internally");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-                "Internal error.",
-            )
-        }
-    }
+/// Each service's registry address for the login command.
+fn registries(state: &AppState) -> Vec<Registry> {
+    state
+        .config
+        .services
+        .iter()
+        .map(|s| Registry {
+            service: s.name.clone(),
+            address: s.registry_url.clone().unwrap_or_else(|| s.name.clone()),
+        })
+        .collect()
 }
 
 /// `GET /login`: the token page when signed in, else the sign-in choices.
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
-    };
-    match session(&state, &headers).await {
-        Some((_, s)) => render_tokens(&state, &oidc, &s, None, None).await,
-        None => html(
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<forms::PageQuery>, QueryRejection>,
+) -> PageResult {
+    let oidc = oidc(&state)?;
+    let Some((id, s)) = session(&oidc, &headers).await else {
+        return Ok(html(
             StatusCode::OK,
             pages::sign_in(&oidc.login_providers(), None),
-        ),
-    }
+        ));
+    };
+    // An unknown notice code is a stale or made-up link: show none.
+    let notice = query.ok().and_then(|Query(q)| q.notice);
+    let (delete, minted) = cookies::take_minted(&headers, &id, now(), secure(&state));
+    let tokens = oidc
+        .list_tokens(&s.provider.cfg.name, &s.user.subject)
+        .await?;
+    let registries = registries(&state);
+    let body = token_page::render(&TokenPage {
+        session: &s,
+        tokens: &tokens,
+        minted,
+        notice,
+        registries: &registries,
+        now: now(),
+    });
+    Ok((delete, html(StatusCode::OK, body)).into_response())
 }
 
 /// `GET /login/start/{provider}`: redirect to the provider, with a flow cookie
 /// that binds the callback to this browser. Writes nothing: anyone may call it,
 /// as often as they like, before authenticating (the flow is in the cookie).
-pub async fn start(State(state): State<AppState>, Path(provider): Path<String>) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
-    };
+pub async fn start(State(state): State<AppState>, Path(provider): Path<String>) -> PageResult {
+    let oidc = oidc(&state)?;
     let redirect_uri = format!("{}/login/callback", state.config.public_url);
-    match oidc.begin_login(&provider, &redirect_uri).await {
-        Ok(started) => redirect(
-            &started.url,
-            &[cookie(
-                &state,
-                FLOW_COOKIE,
-                &started.cookie,
-                crate::authn::oidc::browser::PENDING_TTL.as_secs(),
-            )],
-        ),
-        Err(e) => failure(&state, e),
-    }
-}
-
-fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
-    let raw = raw.unwrap_or("");
-    if raw.len() > 8192 {
-        return Vec::new();
-    }
-    form_urlencoded::parse(raw.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    let mut it = params.iter().filter(|(k, _)| k == key);
-    let first = it.next().map(|(_, v)| v.as_str());
-    // A repeated parameter is an attack or a bug; take neither.
-    if it.next().is_some() {
-        return None;
-    }
-    first
+    let started = oidc.begin_login(&provider, &redirect_uri).await?;
+    let flow = cookies::build(cookies::FLOW, started.cookie, PENDING_TTL, secure(&state));
+    Ok((CookieJar::new().add(flow), see_other(&started.url)).into_response())
 }
 
 /// `GET /login/callback`: the provider sends the browser back with `code` and
@@ -271,72 +137,44 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
+    query: Result<Query<forms::Callback>, QueryRejection>,
+) -> PageResult {
+    let oidc = oidc(&state)?;
+    let secure = secure(&state);
+    let clear_flow = CookieJar::new().add(cookies::removal(cookies::FLOW, secure));
+    let Ok(Query(q)) = query else {
+        return Err(PageError::sign_in_failed(
+            "The callback's parameters are malformed.",
+        ));
     };
-    let params = query_params(query.as_deref());
-    let clear_flow = cookie(&state, FLOW_COOKIE, "", 0);
-    if let Some(err) = param(&params, "error") {
+    if let Some(err) = q.error {
         let shown: String = err.chars().take(60).collect();
         tracing::info!(error = %shown, "identity provider reported a sign-in error");
-        let mut res = problem(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            &format!("The identity provider reported: {shown}."),
-        );
-        if let Ok(v) = HeaderValue::from_str(&clear_flow) {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
-        return res;
+        let page = PageError::sign_in_failed(format!("The identity provider reported: {shown}."));
+        return Ok((clear_flow, page).into_response());
     }
-    let (Some(st), Some(code)) = (param(&params, "state"), param(&params, "code")) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
+    let (Some(st), Some(code)) = (q.state, q.code) else {
+        return Err(PageError::sign_in_failed(
             "The callback lacks state or code.",
-        );
+        ));
     };
-    let Some(flow) = read_cookie(&headers, FLOW_COOKIE).filter(|f| !f.is_empty()) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
+    let Some(flow) = cookies::value(&headers, cookies::FLOW) else {
+        return Err(PageError::sign_in_failed(
             "This sign-in was not started in this browser (or it expired). Start again.",
-        );
+        ));
     };
-    match oidc.finish_login(st, &flow, code, now()).await {
-        Ok((id, session)) if local_clash(&state, &oidc, &session.user.username).await => {
-            clash_refusal(&oidc, &id, &session.user.username).await
-        }
-        Ok((id, _)) => redirect(
-            "/login",
-            &[
-                clear_flow,
-                cookie(
-                    &state,
-                    SESSION_COOKIE,
-                    &id,
-                    crate::authn::oidc::browser::SESSION_MAX.as_secs(),
-                ),
-            ],
-        ),
-        Err(e) => failure(&state, e),
+    let (id, session) = oidc.finish_login(&st, &flow, &code, now()).await?;
+    if local_clash(&state, &oidc, &session.user.username).await {
+        return Err(clash_refusal(&oidc, &id, &session.user.username).await);
     }
-}
-
-/// A checked form POST.
-struct Post {
-    id: String,
-    session: Arc<BrowserSession>,
-    form: Vec<(String, String)>,
+    let session = cookies::build(cookies::SESSION, id, SESSION_MAX, secure);
+    Ok((clear_flow.add(session), see_other("/login")).into_response())
 }
 
 /// Whether `username` is a local account that a federated user may not shadow
 /// (`name_conflict = "refuse"`): tokens minted for it would be refused anyway.
 async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
-    if oidc.name_conflict() != crate::authn::oidc::NameConflict::Refuse {
+    if oidc.name_conflict() != NameConflict::Refuse {
         return false;
     }
     match crate::authn::Username::clash_form(username) {
@@ -347,61 +185,46 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
 }
 
 /// Ends the page session of a federated user whose name is a local account.
-async fn clash_refusal(oidc: &Oidc, id: &str, username: &str) -> Response {
+async fn clash_refusal(oidc: &Oidc, id: &str, username: &str) -> PageError {
     oidc.end_browser_session(id).await;
     tracing::warn!(user = %username, "sign-in page refused: a local account has this name (name_conflict = \"refuse\")");
-    problem(
+    PageError::problem(
         StatusCode::FORBIDDEN,
         "Sign-in refused",
         "A local berth account has the same name; ask the administrator.",
     )
 }
 
-/// Checks a POST: signed in, same origin, CSRF token.
-async fn check_post(
+/// Checks a POST: same origin, signed in, a readable form, the CSRF token.
+/// Returns the session id and session, and the form.
+async fn check_post<T>(
     state: &AppState,
+    oidc: &Oidc,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Post, Box<Response>> {
+    form: Result<Form<T>, FormRejection>,
+    csrf: impl Fn(&T) -> &str,
+) -> Result<(String, Arc<BrowserSession>, T), PageError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let ok = origin
             .to_str()
             .map(|o| o == origin_of(&state.config.public_url))
             .unwrap_or(false);
         if !ok {
-            return Err(Box::new(problem(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "Cross-origin form submission refused.",
-            )));
+            return Err(PageError::refused("Cross-origin form submission refused."));
         }
     }
-    let Some((id, s)) = session(state, headers).await else {
-        return Err(Box::new(redirect("/login", &[])));
+    let Some((id, s)) = session(oidc, headers).await else {
+        return Err(PageError::SignedOut {
+            secure: secure(state),
+        });
     };
-    if body.len() > MAX_FORM {
-        return Err(Box::new(problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Refused",
-            "Form too large.",
-        )));
-    }
-    let form: Vec<(String, String)> = form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let csrf = param(&form, "csrf").unwrap_or("");
-    if !bool::from(csrf.as_bytes().ct_eq(s.csrf.as_bytes())) {
-        return Err(Box::new(problem(
-            StatusCode::FORBIDDEN,
-            "Refused",
+    let Form(form) = form.map_err(|r| PageError::unreadable(r.status()))?;
+    if !bool::from(csrf(&form).as_bytes().ct_eq(s.csrf.as_bytes())) {
+        return Err(PageError::refused(
             "The form is stale or was not sent from this page. Reload and try again.",
-        )));
+        ));
     }
-    Ok(Post {
-        id,
-        session: s,
-        form,
-    })
+    Ok((id, s, form))
 }
 
 fn origin_of(url: &str) -> &str {
@@ -412,50 +235,31 @@ fn origin_of(url: &str) -> &str {
     }
 }
 
-/// `POST /login/tokens`: mint a token and show it once.
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
-    };
-    let (id, form) = match check_post(&state, &headers, &body).await {
-        Ok(p) => (p.id, p.form),
-        Err(r) => return *r,
+/// `POST /login/tokens`: mint a token, then redirect to the page that shows it
+/// once.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<forms::Create>, FormRejection>,
+) -> PageResult {
+    let oidc = oidc(&state)?;
+    let (id, _, form) = check_post(&state, &oidc, &headers, form, |f| &f.csrf).await?;
+    let req = match form.request() {
+        Ok(r) => r,
+        Err(notice) => return Ok(see_other(&notice.location())),
     };
     // The user as the provider sees them now, not as at sign-in: one disabled
     // or logged out since gets no token, and the token carries today's groups.
-    let s = match oidc.revalidated_session(&id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return redirect("/login", &[cookie(&state, SESSION_COOKIE, "", 0)]),
-        Err(e) => return failure(&state, e),
+    let Some(s) = oidc.revalidated_session(&id).await? else {
+        return Err(PageError::SignedOut {
+            secure: secure(&state),
+        });
     };
     if local_clash(&state, &oidc, &s.user.username).await {
-        return clash_refusal(&oidc, &id, &s.user.username).await;
+        return Err(clash_refusal(&oidc, &id, &s.user.username).await);
     }
-    let actions: Vec<String> = match param(&form, "access") {
-        Some("pull") => vec!["pull".into()],
-        Some("pull,push") => vec!["pull".into(), "push".into()],
-        Some("pull,push,delete") => vec!["pull".into(), "push".into(), "delete".into()],
-        _ => return render_tokens(&state, &oidc, &s, None, Some("Choose the access.")).await,
-    };
-    let days: i64 = match param(&form, "expires").and_then(|d| d.parse().ok()) {
-        Some(d @ (1 | 7 | 30 | 90)) => d,
-        _ => return render_tokens(&state, &oidc, &s, None, Some("Choose an expiry.")).await,
-    };
     let Some(idp) = s.idp_refresh.as_ref() else {
-        return render_tokens(
-            &state,
-            &oidc,
-            &s,
-            None,
-            Some("No offline session from the identity provider; tokens cannot be created."),
-        )
-        .await;
-    };
-    let req = NewToken {
-        description: param(&form, "description").unwrap_or("").to_owned(),
-        actions,
-        ttl: days * 86_400,
+        return Ok(see_other(&Notice::NoOffline.location()));
     };
     let owner = Owner {
         provider: &s.provider,
@@ -464,53 +268,62 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     match oidc.mint_token(owner, req, now()).await {
         Ok((token, _)) => {
-            let registry = registry_host(&state);
-            let minted = pages::Minted {
-                token: token.expose_secret(),
-                registry: &registry,
+            let Some(jar) = cookies::put_minted(&id, &token, now(), secure(&state)) else {
+                return Err(OidcError::Internal("cannot seal the minted token".into()).into());
             };
-            render_tokens(&state, &oidc, &s, Some(minted), None).await
+            Ok((jar, see_other("/login")).into_response())
         }
-        Err(OidcError::Rejected(why)) => render_tokens(&state, &oidc, &s, None, Some(&why)).await,
-        Err(e) => failure(&state, e),
+        Err(OidcError::Rejected(why)) => Err(PageError::problem(
+            StatusCode::CONFLICT,
+            "Token not created",
+            format!("The token was not created: {why}."),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// `POST /login/tokens/revoke`: revoke one of the user's tokens.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
+/// `POST /login/tokens/revoke`: without `confirm=yes`, the page that asks;
+/// with it, revoke one of the user's tokens and say so.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<forms::Revoke>, FormRejection>,
+) -> PageResult {
+    let oidc = oidc(&state)?;
+    let (_, s, form) = check_post(&state, &oidc, &headers, form, |f| &f.csrf).await?;
+    let Some(id) = form.token_id() else {
+        return Ok(see_other(&Notice::NoSuchToken.location()));
     };
-    let (s, form) = match check_post(&state, &headers, &body).await {
-        Ok(p) => (p.session, p.form),
-        Err(r) => return *r,
-    };
-    let Some(id) = param(&form, "id").and_then(|v| v.parse::<i64>().ok()) else {
-        return render_tokens(&state, &oidc, &s, None, Some("No such token.")).await;
-    };
-    match oidc
-        .revoke_token(&s.provider.cfg.name, &s.user.subject, id)
-        .await
-    {
-        Ok(true) => redirect("/login", &[]),
-        Ok(false) => render_tokens(&state, &oidc, &s, None, Some("No such token.")).await,
-        Err(e) => failure(&state, e),
+    let (provider, subject) = (&s.provider.cfg.name, &s.user.subject);
+    if !form.confirmed() {
+        let tokens = oidc.list_tokens(provider, subject).await?;
+        return Ok(match tokens.iter().find(|t| t.id == id) {
+            Some(t) => html(StatusCode::OK, pages::confirm_revoke(&s.csrf, t)),
+            None => see_other(&Notice::NoSuchToken.location()),
+        });
     }
+    let notice = if oidc.revoke_token(provider, subject, id).await? {
+        Notice::Revoked
+    } else {
+        Notice::NoSuchToken
+    };
+    Ok(see_other(&notice.location()))
 }
 
 /// `POST /login/logout`: forget the browser session.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let oidc = match oidc(&state) {
-        Ok(o) => o.clone(),
-        Err(r) => return *r,
-    };
-    let id = match check_post(&state, &headers, &body).await {
-        Ok(p) => p.id,
-        Err(r) => return *r,
-    };
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<forms::Plain>, FormRejection>,
+) -> PageResult {
+    let oidc = oidc(&state)?;
+    let (id, _, _) = check_post(&state, &oidc, &headers, form, |f| &f.csrf).await?;
     oidc.end_browser_session(&id).await;
-    redirect("/login", &[cookie(&state, SESSION_COOKIE, "", 0)])
+    let secure = secure(&state);
+    let jar = CookieJar::new()
+        .add(cookies::removal(cookies::SESSION, secure))
+        .add(cookies::removal(cookies::MINTED, secure));
+    Ok((jar, see_other("/login")).into_response())
 }
 
 #[cfg(test)]
