@@ -11,6 +11,7 @@ mod faulty;
 mod fixture;
 mod page_recheck;
 mod replicas;
+mod signin_page;
 mod sync;
 mod webdriver;
 

@@ -44,6 +44,11 @@ fn call(method: &str, url: &str, body: Option<Value>) -> Value {
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium profile in `dir`.
     pub fn start(dir: &Path) -> Browser {
+        Browser::start_with(dir, &[])
+    }
+
+    /// [`Browser::start`] with more Chromium arguments (`--window-size=W,H`).
+    pub fn start_with(dir: &Path, extra_args: &[&str]) -> Browser {
         std::fs::create_dir_all(dir).expect("browser dir");
         let port = free_port();
         let mut cmd = Command::new(CHROMEDRIVER);
@@ -61,17 +66,27 @@ impl Browser {
             thread::sleep(Duration::from_millis(100));
         }
         let profile = dir.join("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+                "args": args
             }
         }}});
         let resp = call("POST", &format!("{url}/session"), Some(caps));
@@ -157,6 +172,38 @@ impl Browser {
             &format!("/element/{element}/value"),
             Some(json!({ "text": text })),
         );
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub fn refresh(&self) {
+        self.cmd("POST", "/refresh", Some(json!({})));
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page
+    /// and returns its value.
+    pub fn eval(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Sets the window's outer size.
+    pub fn set_size(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
+    /// A PNG screenshot of the viewport.
+    pub fn screenshot(&self) -> Vec<u8> {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        data_encoding::BASE64
+            .decode(b64.as_str().unwrap_or_default().as_bytes())
+            .expect("a base64 screenshot")
     }
 
     pub fn text(&self, element: &str) -> String {
