@@ -57,7 +57,7 @@ label {{ display: block; margin: .6rem 0 .2rem; }}
 input, select {{ max-width: 100%; font: inherit; padding: .3rem; }}
 input[type=text], input:not([type]) {{ width: 24rem; }}
 button, .button {{ padding: .4rem .9rem; font: inherit; }}
-.inline {{ display: inline; }}
+.inline {{ display: inline; }} .nw {{ white-space: nowrap; }}
 ul.access {{ padding-left: 1.2rem; }} .rule {{ color: #555; font-size: .9rem; }}
 @media (max-width: 40rem) {{
   body {{ margin: 1rem auto; }}

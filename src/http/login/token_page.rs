@@ -74,6 +74,16 @@ pub fn login_command(token: &str, username: &str, address: &str) -> String {
     )
 }
 
+/// `text` escaped, each word in a span the layout never breaks (a browser
+/// would break `--password-stdin` after a hyphen); lines wrap only at the
+/// spaces between words.
+fn unbreakable_words(text: &str) -> String {
+    text.split(' ')
+        .map(|w| format!(r#"<span class="nw">{}</span>"#, esc(w)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn copy_button(target: &str) -> String {
     format!(
         r#"<button type="button" class="copy" id="copy-{target}" data-copy="{target}" hidden>Copy</button>"#
@@ -131,7 +141,7 @@ fn minted(p: &TokenPage<'_>, token: &str) -> String {
 <pre id="{id}">{cmd}</pre>
 {copy}
 "#,
-            cmd = esc(&login_command(token, &p.session.user.username, &r.address)),
+            cmd = unbreakable_words(&login_command(token, &p.session.user.username, &r.address)),
             copy = copy_button(&id),
         ));
     }

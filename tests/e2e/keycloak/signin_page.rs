@@ -88,19 +88,31 @@ fn assert_fits(b: &Browser, what: &str) {
     eprintln!("ok: {what}: scrollWidth {scroll} <= innerWidth {inner}");
 }
 
-/// The words of the element `id` that the layout broke across lines.
+/// The words of the element `id` that the layout broke across lines (every
+/// word of its text is checked).
 fn broken_words(b: &Browser, id: &str) -> Value {
-    b.eval(
+    let v = b.eval(
         "const el = document.getElementById(arguments[0]);
-         const t = el.firstChild; const broken = []; const re = /\\S+/g; let m;
-         while ((m = re.exec(t.data))) {
-           const r = document.createRange(); r.setStart(t, m.index); r.setEnd(t, m.index + m[0].length);
-           const tops = new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top)));
-           if (tops.size > 1) broken.push(m[0]);
+         const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+         const broken = []; let checked = 0; let t;
+         while ((t = walk.nextNode())) {
+           const re = /\\S+/g; let m;
+           while ((m = re.exec(t.data))) {
+             checked++;
+             const r = document.createRange(); r.setStart(t, m.index); r.setEnd(t, m.index + m[0].length);
+             const tops = new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top)));
+             if (tops.size > 1) broken.push(m[0]);
+           }
          }
-         return broken;",
+         return [broken, checked, el.textContent.split(/\\s+/).filter(w => w).length];",
         json!([id]),
-    )
+    );
+    assert_eq!(v[1], v[2], "every word of #{id} checked: {v}");
+    assert!(
+        v[1].as_u64().unwrap_or(0) >= 7,
+        "#{id} holds the whole command: {v}"
+    );
+    v[0].clone()
 }
 
 fn token_rows(b: &Browser) -> u64 {
@@ -175,10 +187,8 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
     let d = s.dockerd.as_ref().expect("dockerd");
 
     // Phone width.
-    let b = Browser::start_with(
-        &s.path("browser"),
-        &[&format!("--window-size={},{}", PHONE.0, PHONE.1)],
-    );
+    let b = Browser::start(&s.path("browser"));
+    b.emulate_screen(PHONE.0, PHONE.1, true);
     sign_in(&b, &s.berth.url);
     let inner = b.eval("return window.innerWidth;", json!([]));
     assert_eq!(inner, json!(PHONE.0), "the phone-width window");
@@ -294,14 +304,18 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
     eprintln!("ok: revoke asks, cancels, revokes and says so");
 
     // Desktop width.
-    b.set_size(DESKTOP.0, DESKTOP.1);
+    b.emulate_screen(DESKTOP.0, DESKTOP.1, false);
     b.goto(&format!("{}/login", s.berth.url));
     mint(&b, "desktop");
     let inner = b
         .eval("return window.innerWidth;", json!([]))
         .as_u64()
         .unwrap_or(0);
-    assert!(inner >= 1000, "desktop window: innerWidth {inner}");
+    assert_eq!(
+        inner,
+        u64::from(DESKTOP.0),
+        "desktop window: innerWidth {inner}"
+    );
     assert_fits(&b, "desktop: token shown");
     assert_eq!(
         broken_words(&b, "docker-login"),

@@ -44,11 +44,6 @@ fn call(method: &str, url: &str, body: Option<Value>) -> Value {
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium profile in `dir`.
     pub fn start(dir: &Path) -> Browser {
-        Browser::start_with(dir, &[])
-    }
-
-    /// [`Browser::start`] with more Chromium arguments (`--window-size=W,H`).
-    pub fn start_with(dir: &Path, extra_args: &[&str]) -> Browser {
         std::fs::create_dir_all(dir).expect("browser dir");
         let port = free_port();
         let mut cmd = Command::new(CHROMEDRIVER);
@@ -81,7 +76,6 @@ impl Browser {
         .map(|a| a.to_string())
         .collect();
         args.push(format!("--user-data-dir={}", profile.display()));
-        args.extend(extra_args.iter().map(|a| a.to_string()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -189,12 +183,17 @@ impl Browser {
         )
     }
 
-    /// Sets the window's outer size.
-    pub fn set_size(&self, width: u32, height: u32) {
+    /// Emulates a screen `width` × `height` CSS pixels wide (a phone when
+    /// `mobile`), through the DevTools protocol: Chromium's windows have a
+    /// minimum width above a phone's.
+    pub fn emulate_screen(&self, width: u32, height: u32, mobile: bool) {
         self.cmd(
             "POST",
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
+            })),
         );
     }
 
