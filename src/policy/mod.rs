@@ -4,6 +4,7 @@
 //! are the union of `allow` over every matching rule, minus the union of `deny` over
 //! every matching rule, intersected with what was requested. Loading lives in `load`.
 
+pub mod access;
 pub mod default;
 pub mod explain;
 pub mod limit;
@@ -75,7 +76,9 @@ impl Identity {
         }
     }
 
-    fn account(&self) -> Option<&str> {
+    /// The account policy sees: the subject, except for anonymous identities
+    /// and an empty subject, which have none.
+    pub fn account(&self) -> Option<&str> {
         (self.kind != Kind::Anonymous && !self.subject.is_empty()).then_some(self.subject.as_str())
     }
 }
