@@ -13,6 +13,7 @@ pub mod load;
 pub mod pattern;
 pub mod reload;
 pub mod testfile;
+pub mod who_can;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

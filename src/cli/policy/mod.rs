@@ -1,4 +1,7 @@
-//! `berth policy …`: check, test and lint policy files.
+//! `berth policy …`: check, test and lint policy files; list who may do an
+//! action (`who-can`).
+
+mod who_can;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,11 @@ pub enum PolicyCommand {
         #[arg(long)]
         policies: Option<PathBuf>,
     },
+    /// List every identity the policy lets do ACTION on REPOSITORY: local users
+    /// and robots by name (groups from the database), groups, federated groups
+    /// and roles, account patterns, kinds, anonymous; with the rules that grant
+    /// it and the denies that cancel it. REPOSITORY is one name, not a pattern.
+    WhoCan(who_can::WhoCanArgs),
     /// Report rules that can never match, allows always cancelled by a deny,
     /// group rules without `kind` (federated users could match them), unknown
     /// actions and files without rules.
@@ -84,7 +92,7 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 }
 
 /// Where a policy command reads the policy from.
-enum Source {
+pub(super) enum Source {
     /// A directory: `--policies` as given, or the configured one that exists.
     Dir(PathBuf),
     /// The configured directory does not exist yet (`berth serve` writes the
@@ -95,7 +103,7 @@ enum Source {
 impl Source {
     /// `--policies DIR` is used as given, and fails if it is missing (a CI job
     /// must not pass on a typo); only the configured directory falls back.
-    fn pick(flag: Option<PathBuf>, config: &Config) -> Source {
+    pub(super) fn pick(flag: Option<PathBuf>, config: &Config) -> Source {
         match flag {
             Some(dir) => Source::Dir(dir),
             None if default::is_missing(&config.policies_dir) => {
@@ -109,7 +117,7 @@ impl Source {
         }
     }
 
-    fn load(&self) -> anyhow::Result<Loaded> {
+    pub(super) fn load(&self) -> anyhow::Result<Loaded> {
         Ok(match self {
             Source::Dir(dir) => load_dir(dir)?,
             Source::Builtin => default::builtin()?,
@@ -220,6 +228,7 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
                 bail!("{} policy test(s) failed", report.failures.len());
             }
         }
+        PolicyCommand::WhoCan(args) => who_can::run(&config, args).await?,
         PolicyCommand::Lint { policies } => {
             let source = Source::pick(policies, &config);
             let loaded = source.load()?;
