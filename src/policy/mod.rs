@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod default;
+pub mod diff;
 pub mod explain;
 pub mod limit;
 pub mod lint;

@@ -1,6 +1,7 @@
 //! `berth policy …`: check, test and lint policy files; list who may do an
-//! action (`who-can`).
+//! action (`who-can`); replay requests against a candidate policy (`diff`).
 
+mod diff;
 mod who_can;
 
 use std::net::IpAddr;
@@ -67,6 +68,10 @@ pub enum PolicyCommand {
     /// and roles, account patterns, kinds, anonymous; with the rules that grant
     /// it and the denies that cancel it. REPOSITORY is one name, not a pattern.
     WhoCan(who_can::WhoCanArgs),
+    /// Replay recorded requests (the audit log, or --cases) against the live
+    /// policy and a candidate; report every grant gained or lost. Exits 1 when
+    /// any access would be lost, unless --allow-loss.
+    Diff(diff::DiffArgs),
     /// Report rules that can never match, allows always cancelled by a deny,
     /// group rules without `kind` (federated users could match them), unknown
     /// actions and files without rules.
@@ -229,6 +234,7 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
             }
         }
         PolicyCommand::WhoCan(args) => who_can::run(&config, args).await?,
+        PolicyCommand::Diff(args) => diff::run(&config, args).await?,
         PolicyCommand::Lint { policies } => {
             let source = Source::pick(policies, &config);
             let loaded = source.load()?;
