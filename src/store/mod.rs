@@ -12,12 +12,14 @@ mod inline;
 pub mod ldap;
 mod limits;
 pub mod oidc;
+mod replay;
 mod robots;
 mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use generation::Generation;
 pub use limits::Take;
+pub use replay::{RecordedIdentity, ReplayRow};
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 
