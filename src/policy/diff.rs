@@ -122,6 +122,9 @@ pub struct DiffReport {
     pub not_replayable: Counts,
     /// Rows whose recorded scopes do not parse (skipped).
     pub unreadable: Counts,
+    /// With current groups: rows of local accounts no longer in the database
+    /// (skipped: such an account cannot sign in at all).
+    pub gone: Counts,
     /// Grants gained: (item, request) pairs, weighted.
     pub gained: u64,
     /// Grants lost, weighted.
@@ -196,6 +199,11 @@ impl<'p> Differ<'p> {
     /// Counts a row whose recorded scopes do not parse.
     pub fn unreadable(&mut self, weight: u64) {
         self.report.unreadable.add(weight.max(1));
+    }
+
+    /// Counts a row of a local account that no longer exists.
+    pub fn gone(&mut self, weight: u64) {
+        self.report.gone.add(weight.max(1));
     }
 
     /// Replays one request.
@@ -354,6 +362,13 @@ impl std::fmt::Display for DiffReport {
                     )?;
                 }
             }
+        }
+        if self.gone.rows > 0 {
+            writeln!(
+                f,
+                "skipped {} of accounts no longer in the database",
+                plural(self.gone.rows, "row")
+            )?;
         }
         if self.unitemised > 0 {
             writeln!(

@@ -8,10 +8,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
+use time::OffsetDateTime;
+
+use super::replay::{replay_audit, CurrentGroups};
 use super::Source;
 use crate::config::{parse_duration, Config};
 use crate::policy::diff::{cases, DiffReport, Differ};
 use crate::policy::{load_dir, Policy};
+use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -81,8 +85,19 @@ pub async fn run(config: &Config, args: DiffArgs) -> anyhow::Result<()> {
     match &args.cases {
         Some(path) => replay_cases(path, &mut differ)?,
         None => {
-            let _ = (args.since, args.current_groups);
-            bail!("this berth cannot replay the audit log yet; replay cases with --cases FILE");
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let since = now.saturating_sub(i64::try_from(args.since.as_secs()).unwrap_or(i64::MAX));
+            let store = Store::open(&config.database).await?;
+            let result = async {
+                let current = match args.current_groups {
+                    true => Some(CurrentGroups::read(&store, config).await?),
+                    false => None,
+                };
+                replay_audit(&store, since, current.as_ref(), &mut differ).await
+            }
+            .await;
+            store.close().await;
+            result?;
         }
     }
     let report = differ.finish();

@@ -2,6 +2,7 @@
 //! action (`who-can`); replay requests against a candidate policy (`diff`).
 
 mod diff;
+mod replay;
 mod who_can;
 
 use std::net::IpAddr;
