@@ -18,10 +18,11 @@ candidate="$here/policies"
 if [ -z "${BASE_POLICIES:-}" ]; then
     BASE_POLICIES=$(mktemp -d)
     trap 'rm -rf "$BASE_POLICIES"' EXIT
+    top=$(git -C "$here" rev-parse --show-toplevel)
     prefix=$(git -C "$here" rev-parse --show-prefix)
-    depth=$(($(printf '%s' "${prefix}policies" | tr -cd / | wc -c) + 1))
-    git -C "$here" archive "${BASE_REF:-origin/main}" "${prefix}policies" |
-        tar -x -C "$BASE_POLICIES" --strip-components="$depth"
+    git -C "$top" archive --format=tar "${BASE_REF:-origin/main}:${prefix}policies" >"$BASE_POLICIES/base.tar"
+    tar -x -f "$BASE_POLICIES/base.tar" -C "$BASE_POLICIES"
+    rm "$BASE_POLICIES/base.tar"
 fi
 
 echo "== policy tests"

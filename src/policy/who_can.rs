@@ -121,12 +121,14 @@ pub fn parse_target(repository: &str, action: &str) -> Result<Scope, String> {
 }
 
 /// Values a placeholder may take in `name`: every substring of one path
-/// component (a placeholder never spans a `/`). Long components only offer
-/// their runs between separators (`.`, `_`, `-`), to bound the work.
-fn candidates(name: &str) -> BTreeSet<&str> {
+/// component (a placeholder never spans a `/`). Long components, and every
+/// component when `runs_only` (a rule with both placeholders, whose pairs
+/// would multiply), only offer their runs between separators (`.`, `_`, `-`),
+/// to bound the work.
+fn candidates(name: &str, runs_only: bool) -> BTreeSet<&str> {
     let mut out = BTreeSet::new();
     for comp in name.split('/') {
-        if comp.len() <= 64 {
+        if comp.len() <= 64 && !runs_only {
             for i in 0..comp.len() {
                 for j in i + 1..=comp.len() {
                     if let Some(s) = comp.get(i..j) {
@@ -173,7 +175,8 @@ fn bindings(rule: &Rule, scope: &Scope) -> Vec<Binding> {
         };
     }
     let src = p.as_str();
-    let cands = candidates(name);
+    let both = src.contains("${account}") && src.contains("${group}");
+    let cands = candidates(name, both);
     let accounts: Vec<Option<&str>> = if src.contains("${account}") {
         cands
             .iter()

@@ -369,4 +369,31 @@ allow = ["pull"]
     let start = std::time::Instant::now();
     let _ = ask(&p, &long, "pull", "registry");
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // Both placeholders: pairs of separator runs, still cheap on long names.
+    let both = policy(
+        r#"
+[[rule]]
+id = "pair"
+kind = "user"
+name = "${group}/${account}-*"
+allow = ["pull"]
+"#,
+    );
+    let got = who_can(
+        &both,
+        &parse_target("team-a/bob-app", "pull").unwrap(),
+        "registry",
+        &dir(),
+    );
+    let e = has(&got, Who::Account, "bob");
+    assert_eq!(e.conditions, ["in group team-a"]);
+    let long = format!("{}/{}", "b".repeat(60), "c-".repeat(90) + "z");
+    let start = std::time::Instant::now();
+    let _ = who_can(
+        &both,
+        &parse_target(&long, "pull").unwrap(),
+        "registry",
+        &dir(),
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -93,7 +93,14 @@ pub async fn run(config: &Config, args: DiffArgs) -> anyhow::Result<()> {
                     true => Some(CurrentGroups::read(&store, config).await?),
                     false => None,
                 };
-                replay_audit(&store, since, current.as_ref(), &mut differ).await
+                replay_audit(
+                    &store,
+                    &config.database,
+                    since,
+                    current.as_ref(),
+                    &mut differ,
+                )
+                .await
             }
             .await;
             store.close().await;

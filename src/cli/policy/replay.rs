@@ -1,15 +1,16 @@
 //! Feeding the audit log to `berth policy diff`: rows are streamed from the
-//! database and replayed one at a time, so memory stays flat however many
-//! rows there are. A row is replayed once, weighted by its repeat count.
+//! database (SQLite in batches, by its own reader) and replayed one at a time,
+//! so memory stays flat however many rows there are. A row is replayed once,
+//! weighted by its repeat count.
 
 use std::collections::HashMap;
 
 use futures::StreamExt;
 
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::policy::diff::{parse_kind, parse_scopes, Differ, Replay};
 use crate::policy::{Identity, Kind};
-use crate::store::{ReplayRow, Store};
+use crate::store::{audit_replay_sqlite, ReplayRow, Store};
 
 /// Groups of local users and robots as the database holds them now, by the
 /// subject policy sees (a robot's login name, prefix included).
@@ -75,13 +76,24 @@ fn replay_row(row: ReplayRow, current: Option<&CurrentGroups>, differ: &mut Diff
     });
 }
 
-/// Replays every row recorded at or after `since` (unix seconds).
+/// Replays every row recorded at or after `since` (unix seconds). SQLite is
+/// read in batches by its own reader; PostgreSQL through the store's stream.
 pub async fn replay_audit(
     store: &Store,
+    database: &Database,
     since: i64,
     current: Option<&CurrentGroups>,
     differ: &mut Differ<'_>,
 ) -> anyhow::Result<()> {
+    if let Database::Sqlite(path) = database {
+        let mut batches = audit_replay_sqlite(path, since);
+        while let Some(batch) = batches.recv().await {
+            for row in batch? {
+                replay_row(row, current, differ);
+            }
+        }
+        return Ok(());
+    }
     let mut rows = store.audit_replay(since);
     while let Some(row) = rows.next().await {
         replay_row(row?, current, differ);
