@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::policy::Kind;
+use crate::policy::{Identity, Kind};
 use crate::store::{AuditRecord, Store};
 
 /// Most records the writer holds while the database is unreachable (no more
@@ -46,6 +46,9 @@ pub struct DecisionLog {
     pub account: String,
     /// Identity kind, once known.
     pub kind: Option<Kind>,
+    /// The identity's subject and sorted groups exactly as policy saw them,
+    /// once known (see [`DecisionLog::identify`]).
+    pub identity: Option<(String, Vec<String>)>,
     /// Authentication backend.
     pub via: &'static str,
     /// Service (audience).
@@ -82,6 +85,7 @@ impl DecisionLog {
             client,
             account: String::new(),
             kind: None,
+            identity: None,
             via: "",
             service: String::new(),
             requested: Vec::new(),
@@ -92,6 +96,18 @@ impl DecisionLog {
             error: None,
             latency: Duration::ZERO,
         }
+    }
+
+    /// Records the identity authentication established, as policy will see it:
+    /// account, kind, backend, and the snapshot (subject and sorted groups)
+    /// that lets the decision be replayed later.
+    pub fn identify(&mut self, identity: &Identity) {
+        self.account = identity.subject.clone();
+        self.kind = Some(identity.kind);
+        self.via = identity.via;
+        let mut groups = identity.groups.clone();
+        groups.sort();
+        self.identity = Some((identity.subject.clone(), groups));
     }
 
     fn to_record(&self, at: i64) -> AuditRecord {
@@ -110,6 +126,10 @@ impl DecisionLog {
             outcome: self.outcome.to_owned(),
             error: self.error.clone().unwrap_or_default(),
             latency_us: i64::try_from(self.latency.as_micros()).unwrap_or(i64::MAX),
+            subject: self.identity.as_ref().map(|(s, _)| s.clone()),
+            groups: self.identity.as_ref().map(|(_, g)| g.clone()),
+            repeats: 1,
+            last_at: None,
         }
     }
 }

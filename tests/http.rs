@@ -27,6 +27,9 @@ mod edge_input;
 #[path = "http/login_flood.rs"]
 mod login_flood;
 
+#[path = "http/audit_fold.rs"]
+mod audit_fold;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -9,6 +9,9 @@ use berth::config::Database;
 use berth::store::{AuditQuery, AuditRecord, Store, StoreError};
 use sqlx::Connection;
 
+#[path = "store/replay.rs"]
+mod replay;
+
 /// A database for one test; PostgreSQL ones are dropped on `finish`.
 struct TestDb {
     db: Database,
@@ -329,6 +332,7 @@ fn record(at: i64, account: &str, requested: &str, denied: &str, outcome: &str) 
         outcome: outcome.into(),
         error: String::new(),
         latency_us: 42,
+        ..AuditRecord::default()
     }
 }
 

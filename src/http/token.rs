@@ -188,9 +188,7 @@ async fn issue(
     };
     drop(timer);
     let identity = &authenticated.identity;
-    log.account = identity.subject.clone();
-    log.kind = Some(identity.kind);
-    log.via = identity.via;
+    log.identify(identity);
     if let Some(account) = &req.account {
         // `account` names the sign-in, not the identity it resolved to: with
         // `token_username = "ignore"` a provider token is accepted under any

@@ -36,6 +36,48 @@ pub struct AuditRecord {
     pub error: String,
     /// Time spent, microseconds.
     pub latency_us: i64,
+    /// The identity's subject exactly as policy saw it; `None` when no identity
+    /// was established (a refused sign-in) or the row predates the snapshot.
+    pub subject: Option<String>,
+    /// The identity's groups as policy saw them, sorted; `None` like `subject`.
+    pub groups: Option<Vec<String>>,
+    /// Decisions this row stands for: 1, or more once repeated grants were
+    /// folded into it.
+    pub repeats: i64,
+    /// Unix seconds of the last repeat folded into this row, if any.
+    pub last_at: Option<i64>,
+}
+
+impl Default for AuditRecord {
+    fn default() -> Self {
+        AuditRecord {
+            at: 0,
+            request_id: String::new(),
+            client: String::new(),
+            account: String::new(),
+            kind: String::new(),
+            via: String::new(),
+            service: String::new(),
+            requested: String::new(),
+            granted: String::new(),
+            denied: String::new(),
+            rules: String::new(),
+            outcome: String::new(),
+            error: String::new(),
+            latency_us: 0,
+            subject: None,
+            groups: None,
+            repeats: 1,
+            last_at: None,
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Whether the row holds the identity as policy saw it (it can be replayed).
+    pub fn snapshot(&self) -> bool {
+        self.subject.is_some() && self.groups.is_some()
+    }
 }
 
 /// Filters for [`Store::query_audit`].
@@ -55,8 +97,8 @@ pub struct AuditQuery {
 
 /// Columns of one audit row, in insert order.
 const AUDIT_COLUMNS: &str = "at, request_id, client, account, kind, via, service, requested, \
-     granted, denied, rules, outcome, error, latency_us";
-const AUDIT_COLUMN_COUNT: usize = 14;
+     granted, denied, rules, outcome, error, latency_us, subject, groups, snapshot, repeats, last_at";
+const AUDIT_COLUMN_COUNT: usize = 19;
 /// Row counts of the multi-row `INSERT`s: a batch is split into statements of
 /// these sizes (largest first), so a few statements serve every batch size and
 /// each round trip to the database carries many rows.
@@ -84,7 +126,7 @@ fn audit_insert_sql(backend: Backend, rows: usize) -> &'static str {
                     })
                     .collect();
                 let sql = format!(
-                    "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}",
+                    "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {} RETURNING id",
                     values.join(", ")
                 );
                 all.push((b, n, sql));
@@ -97,11 +139,19 @@ fn audit_insert_sql(backend: Backend, rows: usize) -> &'static str {
         .map_or("", |(_, _, sql)| sql.as_str())
 }
 
+/// Inserts `records`; returns their row ids, in order.
+///
+/// Ids are read back with `RETURNING id` and sorted: both databases number
+/// the rows of one `INSERT … VALUES` in the order of its values (SQLite within
+/// its single writer, PostgreSQL by calling the sequence row by row; another
+/// writer may only leave gaps), while the order `RETURNING` lists them in is
+/// not promised.
 async fn insert_audit_in(
     backend: Backend,
     conn: &mut sqlx::AnyConnection,
     records: &[AuditRecord],
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(records.len());
     let mut tx = conn.begin().await?;
     let mut rest = records;
     while !rest.is_empty() {
@@ -127,16 +177,50 @@ async fn insert_audit_in(
                 .bind(&r.rules)
                 .bind(&r.outcome)
                 .bind(&r.error)
-                .bind(r.latency_us);
+                .bind(r.latency_us)
+                .bind(r.subject.clone())
+                .bind(r.groups.as_deref().map(sorted_groups_json))
+                .bind(i64::from(r.snapshot()))
+                .bind(r.repeats.max(1))
+                .bind(r.last_at);
         }
-        q.execute(&mut *tx).await?;
+        let mut got: Vec<i64> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        got.sort_unstable();
+        ids.extend(got);
         rest = tail;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(ids)
+}
+
+/// Sorted group names as stored (a JSON array).
+pub(super) fn sorted_groups_json(groups: &[String]) -> String {
+    let mut sorted: Vec<&String> = groups.iter().collect();
+    sorted.sort();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads a stored group list; `None` for NULL or a value that is not a JSON
+/// array of strings (never guessed).
+pub(super) fn groups_from(stored: Option<String>) -> Option<Vec<String>> {
+    serde_json::from_str(&stored?).ok()
 }
 
 fn from_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+    let snapshot = r.try_get::<i64, _>("snapshot")? != 0;
+    let (subject, groups) = if snapshot {
+        (
+            r.try_get::<Option<String>, _>("subject")?,
+            groups_from(r.try_get("groups")?),
+        )
+    } else {
+        (None, None)
+    };
     Ok(AuditRecord {
         at: r.try_get("at")?,
         request_id: r.try_get("request_id")?,
@@ -152,6 +236,10 @@ fn from_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
         outcome: r.try_get("outcome")?,
         error: r.try_get("error")?,
         latency_us: r.try_get("latency_us")?,
+        subject,
+        groups,
+        repeats: r.try_get("repeats")?,
+        last_at: r.try_get("last_at")?,
     })
 }
 
@@ -164,6 +252,11 @@ impl Store {
     /// `BEGIN` into a savepoint whose rows are never committed, while blocking
     /// every other writer. Closing the handle rolls back and frees the lock.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.insert_audit_ids(records).await.map(drop)
+    }
+
+    /// Like [`Store::insert_audit`], returning the new rows' ids in order.
+    pub async fn insert_audit_ids(&self, records: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let res = insert_audit_in(self.backend, &mut conn, records).await;
         if res.is_err() {
@@ -179,8 +272,9 @@ impl Store {
         // Fixed SQL with optional filters expressed as parameters, so no user input
         // is ever spliced into the statement.
         let rows = sqlx::query(
-            "SELECT at, request_id, client, account, kind, via, service, requested, granted, denied,
-                    rules, outcome, error, latency_us
+            "SELECT at, request_id, client, account, kind, via, service, requested, granted,
+                    denied, rules, outcome, error, latency_us, subject, groups, snapshot, repeats,
+                    last_at
              FROM audit_log
              WHERE ($1 = '' OR account = $1)
                AND ($2 = '' OR requested LIKE $3 ESCAPE '\\')

@@ -12,12 +12,16 @@ mod inline;
 pub mod ldap;
 mod limits;
 pub mod oidc;
+mod replay;
+mod replay_sqlite;
 mod robots;
 mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use generation::Generation;
 pub use limits::Take;
+pub use replay::{RecordedIdentity, ReplayRow};
+pub use replay_sqlite::{audit_replay_sqlite, ReplayReadError};
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 

@@ -992,6 +992,7 @@ async fn audit(db: TestDb) {
             outcome: "issued".into(),
             error: String::new(),
             latency_us: 5,
+            ..AuditRecord::default()
         }])
         .await
         .unwrap();
