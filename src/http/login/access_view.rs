@@ -49,7 +49,11 @@ fn entry_of(e: &AccessEntry, what: &str) -> String {
     for d in &e.denies {
         out.push_str(&format!(
             "; {scope}rule <code>{rule}</code> denies {actions} on <code>{pattern}</code>",
-            scope = if d.everywhere { "" } else { "where it applies, " },
+            scope = if d.everywhere {
+                ""
+            } else {
+                "where it applies, "
+            },
             rule = esc(&d.rule),
             actions = codes(&d.actions),
             pattern = esc(&d.pattern),
@@ -65,10 +69,15 @@ pub fn render(access: &[ServiceAccess]) -> String {
     let several = access.len() > 1;
     for a in access {
         if several {
-            out.push_str(&format!("<h3>Registry <code>{}</code></h3>\n", esc(&a.service)));
+            out.push_str(&format!(
+                "<h3>Registry <code>{}</code></h3>\n",
+                esc(&a.service)
+            ));
         }
         if a.entries.is_empty() {
-            out.push_str("<p class=\"no-access\">No access: the policy grants you nothing here.</p>\n");
+            out.push_str(
+                "<p class=\"no-access\">No access: the policy grants you nothing here.</p>\n",
+            );
             continue;
         }
         out.push_str("<ul class=\"access\">\n");
@@ -79,4 +88,55 @@ pub fn render(access: &[ServiceAccess]) -> String {
     }
     out.push_str("<p class=\"rule\">Tokens you create below never allow more than this, and follow your groups as the identity provider reports them.</p>\n</div>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::policy::access::AccessDeny;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn entries_name_patterns_actions_rules_and_denies_escaped() {
+        let e = AccessEntry {
+            resource_type: Some("repository".into()),
+            pattern: "${group}/**".into(),
+            names: vec!["team-a/**".into(), "<b>/**".into()],
+            actions: set(&["pull", "push"]),
+            effective: set(&["pull", "push"]),
+            granted_by: vec!["team-namespace".into()],
+            only_from: vec!["10.0.0.0/8".into()],
+            denies: vec![AccessDeny {
+                rule: "frozen".into(),
+                pattern: "team-a/release/**".into(),
+                actions: set(&["push"]),
+                everywhere: false,
+            }],
+        };
+        let html = render(&[ServiceAccess {
+            service: "reg".into(),
+            entries: vec![e],
+        }]);
+        for part in [
+            "<code>team-a/**</code>",
+            "<code>&lt;b&gt;/**</code>",
+            "<code>pull</code>, <code>push</code>",
+            "granted by <code>team-namespace</code>",
+            "only from <code>10.0.0.0/8</code>",
+            "where it applies, rule <code>frozen</code> denies <code>push</code>",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        assert!(!html.contains("<b>"));
+        let none = render(&[ServiceAccess {
+            service: "reg".into(),
+            entries: Vec::new(),
+        }]);
+        assert!(none.contains("No access"), "{none}");
+    }
 }

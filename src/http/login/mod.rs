@@ -14,6 +14,7 @@
 //! Revoking asks for confirmation first. The flow's checks (state, nonce, PKCE)
 //! are `authn::oidc`'s.
 
+mod access_view;
 mod cookies;
 mod forms;
 mod pages;
@@ -35,6 +36,8 @@ use crate::app::AppState;
 use crate::authn::oidc::browser::{BrowserSession, PENDING_TTL, SESSION_MAX};
 use crate::authn::oidc::pat::Owner;
 use crate::authn::oidc::{NameConflict, Oidc, OidcError};
+use crate::policy::{access, Identity, Kind};
+use access_view::ServiceAccess;
 use forms::Notice;
 use response::{html, see_other, PageError};
 use token_page::{Registry, TokenPage};
@@ -90,6 +93,26 @@ fn registries(state: &AppState) -> Vec<Registry> {
         .collect()
 }
 
+/// What the signed-in user may do on each registry under the live policy.
+fn access_of(state: &AppState, s: &BrowserSession) -> Vec<ServiceAccess> {
+    let policy = state.policy();
+    let identity = Identity {
+        subject: s.user.username.clone(),
+        kind: Kind::Federated,
+        groups: s.user.groups.clone(),
+        via: "oidc",
+    };
+    state
+        .config
+        .services
+        .iter()
+        .map(|svc| ServiceAccess {
+            service: svc.name.clone(),
+            entries: access::access_for(&policy, &identity, &svc.name),
+        })
+        .collect()
+}
+
 /// `GET /login`: the token page when signed in, else the sign-in choices.
 pub async fn page(
     State(state): State<AppState>,
@@ -110,8 +133,10 @@ pub async fn page(
         .list_tokens(&s.provider.cfg.name, &s.user.subject)
         .await?;
     let registries = registries(&state);
+    let access = access_of(&state, &s);
     let body = token_page::render(&TokenPage {
         session: &s,
+        access: &access,
         tokens: &tokens,
         minted,
         notice,

@@ -10,6 +10,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::access_view::{self, ServiceAccess};
 use super::forms::{Notice, EXPIRIES};
 use super::pages::{date, esc, layout};
 use super::response::COPY_SCRIPT;
@@ -28,6 +29,8 @@ pub struct Registry {
 pub struct TokenPage<'a> {
     /// The signed-in browser.
     pub session: &'a BrowserSession,
+    /// What the user may do, per registry.
+    pub access: &'a [ServiceAccess],
     /// The user's tokens, newest first.
     pub tokens: &'a [OidcTokenRecord],
     /// A token minted a moment ago: shown this once.
@@ -227,6 +230,7 @@ pub fn render(p: &TokenPage<'_>) -> String {
     if let Some(token) = &p.minted {
         body.push_str(&minted(p, token.expose_secret()));
     }
+    body.push_str(&access_view::render(p.access));
     if p.session.idp_refresh.is_some() {
         body.push_str(&create_form(&csrf));
     } else {

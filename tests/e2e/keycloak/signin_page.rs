@@ -200,6 +200,15 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
             "{hidden} shown among the groups: {groups}"
         );
     }
+    let access = b.text(&b.must_find("#access", "the Your access section"));
+    assert!(
+        access.contains("team-a/**") && access.contains("team-namespace"),
+        "grace's access names team-a/** and the rule granting it: {access}"
+    );
+    assert!(
+        !access.contains("registry-admins") && !access.contains("team-b"),
+        "grace's access shows rules that do not apply to her: {access}"
+    );
     assert_fits(&b, "phone: signed in");
     shot(&b, "phone-1-signed-in");
 
