@@ -191,6 +191,40 @@ impl IntoResponse for PageError {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn errors_are_html_pages_with_the_security_headers() {
+        let res = super::PageError::refused("<nope>").into_response();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let h = res.headers();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], super::CSP.as_str());
+        let res = super::PageError::SignedOut { secure: true }.into_response();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()[header::LOCATION], "/login");
+        let cookie = res.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap_or_default();
+        assert!(
+            cookie.starts_with("berth_session=;") && cookie.contains("Max-Age=0"),
+            "{cookie}"
+        );
+        assert_eq!(
+            super::PageError::unreadable(StatusCode::PAYLOAD_TOO_LARGE).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            super::PageError::unreadable(StatusCode::INTERNAL_SERVER_ERROR).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
     #[test]
     fn the_csp_allows_exactly_the_copy_script() {
         use data_encoding::BASE64;
