@@ -1,7 +1,7 @@
-//! `berth policy check|test|lint`, run as the real binary: the shipped policy
-//! and examples pass their tests and lint clean, failures say what and why,
-//! and bad policy files give a located error quickly instead of a panic or a
-//! hang.
+//! `berth policy check|test|lint|who-can|diff`, run as the real binary: the
+//! shipped policy and examples pass their tests and lint clean, failures say
+//! what and why, bad policy files give a located error quickly instead of a
+//! panic or a hang, and the example policy repository's CI script runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,10 +9,18 @@
 mod bad_input;
 #[path = "policy_cli/config_cli.rs"]
 mod config_cli;
+#[path = "policy_cli/diff.rs"]
+mod diff;
 #[path = "policy_cli/empty_dir.rs"]
 mod empty_dir;
+#[path = "policy_cli/policy_repo.rs"]
+mod policy_repo;
+#[path = "policy_cli/seed.rs"]
+mod seed;
 #[path = "policy_cli/support.rs"]
 mod support;
+#[path = "policy_cli/who_can.rs"]
+mod who_can;
 
 use std::path::Path;
 

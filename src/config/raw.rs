@@ -76,6 +76,8 @@ pub(super) struct RawService {
     pub expand_wildcard: bool,
     #[serde(default)]
     pub audience_list: bool,
+    #[serde(default)]
+    pub registry_url: Option<String>,
 }
 
 /// A list written as a TOML array, or as one comma-separated string (the form

@@ -37,6 +37,9 @@ pub fn render(loaded: &Loaded) -> String {
             s.expand_wildcard,
             s.audience_list,
         );
+        if let Some(url) = &s.registry_url {
+            let _ = writeln!(out, "registry_url = {}", quote(url));
+        }
     }
     for p in &c.oidc.providers {
         let _ = write!(

@@ -496,3 +496,36 @@ fn provider_secret_files_others_can_read_are_warned_about() {
     let loaded = Config::explain(Some((Path::new("b.toml"), &text)), &no_env()).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn registry_url_is_a_plain_registry_address() {
+    let c = parse(
+        "[[service]]\nname = 'reg'\nregistry_url = 'registry.example.com:5000'\n\
+         [[service]]\nname = 'other'\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].registry_url.as_deref(),
+        Some("registry.example.com:5000")
+    );
+    assert_eq!(c.services[1].registry_url, None);
+    for ok in ["https://reg.example.com", "[::1]:5000", "127.0.0.1:5000/v2"] {
+        assert!(
+            parse(&format!("[[service]]\nname='a'\nregistry_url='{ok}'")).is_ok(),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "",
+        "reg example",
+        "reg;rm -rf",
+        "-x",
+        "https://",
+        "reg$(id)",
+    ] {
+        let e = parse(&format!("[[service]]\nname='a'\nregistry_url='{bad}'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("service[0].registry_url"), "{bad}: {e}");
+    }
+}

@@ -115,6 +115,9 @@ pub struct ServiceConfig {
     /// Send `aud` as a one-element JSON list instead of a string (distribution 2.x
     /// accepts only a string).
     pub audience_list: bool,
+    /// The address `docker login` uses for this registry (`host[:port]`, or an
+    /// `https://`/`http://` URL), shown on the sign-in page; `None`: the name.
+    pub registry_url: Option<String>,
 }
 
 impl ServiceConfig {
@@ -125,6 +128,7 @@ impl ServiceConfig {
             key_id,
             expand_wildcard: false,
             audience_list: false,
+            registry_url: None,
         }
     }
 }

@@ -318,6 +318,30 @@ fn audit(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks a `registry_url`: what `docker login` takes as the registry, an
+/// optional `https://` or `http://`, then `host[:port]` (an IPv6 host in
+/// brackets) and an optional path. Only characters that need no quoting in a
+/// shell, so the sign-in page's command line stays one plain line.
+fn check_registry_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or("");
+    if url.len() > 255
+        || host.is_empty()
+        || host.starts_with(['-', '.', ':'])
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:/[]".contains(c))
+    {
+        return Err(format!(
+            "{url:?} is not a registry address like registry.example.com or registry.example.com:5000"
+        ));
+    }
+    Ok(())
+}
+
 /// `[[service]]` tables, and `BERTH_SERVICE` (with `BERTH_SERVICE_KEY_ID`),
 /// which puts one service first.
 fn services(raw: Vec<RawService>, env: &dyn Env, c: &mut Config) -> Result<(), ConfigError> {
@@ -333,20 +357,34 @@ fn services(raw: Vec<RawService>, env: &dyn Env, c: &mut Config) -> Result<(), C
                 format!("service {:?} is listed twice", s.name),
             ));
         }
+        let registry_url = s.registry_url.map(|u| u.trim().to_owned());
+        if let Some(url) = &registry_url {
+            check_registry_url(url)
+                .map_err(|why| invalid(&format!("service[{i}].registry_url"), why))?;
+        }
         services.push(ServiceConfig {
             name: s.name,
             key_id: s.key_id,
             expand_wildcard: s.expand_wildcard,
             audience_list: s.audience_list,
+            registry_url,
         });
     }
     if let Some(name) = env.var("BERTH_SERVICE") {
+        // A service the file already describes keeps its settings and moves
+        // first; `BERTH_SERVICE_KEY_ID` still chooses its key id form.
         let key_id = match env.var("BERTH_SERVICE_KEY_ID") {
-            Some(v) => v.parse().map_err(|p| invalid("BERTH_SERVICE_KEY_ID", p))?,
-            None => KeyIdMode::default(),
+            Some(v) => Some(v.parse().map_err(|p| invalid("BERTH_SERVICE_KEY_ID", p))?),
+            None => None,
         };
-        services.retain(|s| s.name != name);
-        services.insert(0, ServiceConfig::new(name, key_id));
+        let mut service = match services.iter().position(|s| s.name == name) {
+            Some(i) => services.remove(i),
+            None => ServiceConfig::new(name, KeyIdMode::default()),
+        };
+        if let Some(key_id) = key_id {
+            service.key_id = key_id;
+        }
+        services.insert(0, service);
     }
     if !services.is_empty() {
         c.services = services;

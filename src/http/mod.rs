@@ -1,5 +1,6 @@
-//! HTTP: the router and one file per endpoint. Only [`error::ApiError`] turns
-//! into an error response.
+//! HTTP: the router and one file per endpoint. Errors become responses through
+//! one type per surface: [`error::ApiError`] (JSON) for the token endpoint, the
+//! sign-in pages' `PageError` (HTML) under [`login`].
 //!
 //! The router also carries the request timeouts of [`crate::net::limits`]:
 //! tower-http's body timeout (a body that stalls longer than

@@ -1,10 +1,13 @@
 //! Parsing token requests: GET query strings, POST OAuth2 forms and `Authorization`
 //! headers, into a [`TokenRequest`]. Total functions: hostile input gives an
-//! [`ApiError`], never a panic.
+//! [`ApiError`], never a panic. Query and form parameters go through [`decode`],
+//! the same serde_html_form rules the sign-in pages' extractors apply.
 
 use axum::http::HeaderValue;
 use data_encoding::BASE64;
 use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::scope::{self, Scope};
@@ -58,13 +61,40 @@ pub struct TokenRequest {
     pub grant: Grant,
 }
 
-fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+/// The parameters of a token request, GET query or POST form alike.
+///
+/// Decoded by [`decode`], the rules every berth page and endpoint share: a
+/// `Vec` field collects a repeated key, any other field given twice is refused,
+/// and unknown keys are ignored.
+#[derive(Deserialize, Default)]
+struct Params {
+    #[serde(default)]
+    scope: Vec<String>,
+    service: Option<String>,
+    offline_token: Option<String>,
+    account: Option<String>,
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    access_type: Option<String>,
+}
+
+/// Decodes URL-encoded parameters (a query string or a form body) into `T` by
+/// serde_html_form, the deserializer behind axum-extra's `Form` and `Query`
+/// that the sign-in pages extract with: one set of rules everywhere. Input
+/// longer than [`MAX_PARAMS_LEN`] is refused unread; a non-`Vec` key given
+/// twice is refused with its name.
+pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     if raw.len() > MAX_PARAMS_LEN {
         return Err(ApiError::invalid_request("request parameters too long"));
     }
-    Ok(form_urlencoded::parse(raw)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
+    let de = serde_html_form::Deserializer::from_bytes(raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key: String = e.path().to_string().chars().take(40).collect();
+        ApiError::invalid_request(format!("parameter {key} given twice"))
+    })
 }
 
 /// Every scope token of every `scope` parameter, GET and POST alike.
@@ -78,11 +108,10 @@ fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 /// and makes it an invalid scope, on both methods. Empty tokens (leading,
 /// trailing or doubled spaces, or an empty `scope=`) are skipped. Tokens are
 /// produced lazily, so the `max_scopes` bound stops a huge value early.
-fn scope_tokens(params: &[(String, String)]) -> impl Iterator<Item = &str> {
-    params
+fn scope_tokens(scopes: &[String]) -> impl Iterator<Item = &str> {
+    scopes
         .iter()
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' '))
+        .flat_map(|v| v.split(' '))
         .filter(|s| !s.is_empty())
 }
 
@@ -110,17 +139,6 @@ fn parse_scopes<'a>(
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
-}
-
-fn single<'a>(params: &'a [(String, String)], key: &str) -> Result<Option<&'a str>, ApiError> {
-    let mut it = params.iter().filter(|(k, _)| k == key);
-    let first = it.next().map(|(_, v)| v.as_str());
-    if it.next().is_some() {
-        return Err(ApiError::invalid_request(format!(
-            "parameter {key} given twice"
-        )));
-    }
-    Ok(first)
 }
 
 /// Decodes a `Basic` Authorization header into username and password.
@@ -160,8 +178,8 @@ pub fn parse_get(
     auth: Option<&HeaderValue>,
     max_scopes: usize,
 ) -> Result<TokenRequest, ApiError> {
-    let params = pairs(query.as_bytes())?;
-    let scopes = parse_scopes(scope_tokens(&params), max_scopes)?;
+    let params: Params = decode(query.as_bytes())?;
+    let scopes = parse_scopes(scope_tokens(&params.scope), max_scopes)?;
     let credentials = match auth {
         None => Credentials::Anonymous,
         Some(h) => {
@@ -170,12 +188,10 @@ pub fn parse_get(
         }
     };
     Ok(TokenRequest {
-        service: single(&params, "service")?.map(str::to_owned),
+        service: params.service,
         scopes,
-        offline: single(&params, "offline_token")? == Some("true"),
-        account: single(&params, "account")?
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned),
+        offline: params.offline_token.as_deref() == Some("true"),
+        account: params.account.filter(|a| !a.is_empty()),
         credentials,
         grant: Grant::Get,
     })
@@ -183,18 +199,17 @@ pub fn parse_get(
 
 /// Parses a POST (OAuth2 form) token request.
 pub fn parse_post(body: &[u8], max_scopes: usize) -> Result<TokenRequest, ApiError> {
-    let params = pairs(body)?;
-    let required = |key: &str| -> Result<String, ApiError> {
-        single(&params, key)?
+    let mut params: Params = decode(body)?;
+    fn required(value: Option<String>, key: &str) -> Result<String, ApiError> {
+        value
             .filter(|v| !v.is_empty())
-            .map(str::to_owned)
             .ok_or_else(|| ApiError::invalid_request(format!("missing parameter {key}")))
-    };
-    let grant_type = required("grant_type")?;
+    }
+    let grant_type = required(params.grant_type.take(), "grant_type")?;
     let (grant, credentials, account) = match grant_type.as_str() {
         "password" => {
-            let username = required("username")?;
-            let password = single(&params, "password")?.unwrap_or("").to_owned();
+            let username = required(params.username.take(), "username")?;
+            let password = params.password.take().unwrap_or_default();
             check_lengths(&username, &password)?;
             (
                 Grant::Password,
@@ -207,17 +222,20 @@ pub fn parse_post(body: &[u8], max_scopes: usize) -> Result<TokenRequest, ApiErr
         }
         "refresh_token" => (
             Grant::RefreshToken,
-            Credentials::Refresh(SecretString::from(required("refresh_token")?)),
+            Credentials::Refresh(SecretString::from(required(
+                params.refresh_token.take(),
+                "refresh_token",
+            )?)),
             None,
         ),
         other => return Err(ApiError::unsupported_grant(other)),
     };
-    let scopes = parse_scopes(scope_tokens(&params), max_scopes)?;
-    required("client_id")?;
+    let scopes = parse_scopes(scope_tokens(&params.scope), max_scopes)?;
+    required(params.client_id, "client_id")?;
     Ok(TokenRequest {
-        service: Some(required("service")?),
+        service: Some(required(params.service, "service")?),
         scopes,
-        offline: single(&params, "access_type")? == Some("offline"),
+        offline: params.access_type.as_deref() == Some("offline"),
         account,
         credentials,
         grant,
@@ -387,6 +405,24 @@ mod tests {
             let e = c.err().unwrap();
             assert!(e.status().is_client_error(), "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_single_valued_parameter_given_twice_is_named() {
+        for e in [
+            parse_get("service=a&service=b", None, 32).err().unwrap(),
+            parse_post(
+                b"grant_type=password&username=a&username=b&client_id=x&service=s",
+                32,
+            )
+            .err()
+            .unwrap(),
+        ] {
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert!(e.description().contains("given twice"), "{e:?}");
+        }
+        let e = parse_get("service=a&service=b", None, 32).err().unwrap();
+        assert_eq!(e.description(), "parameter service given twice");
     }
 
     proptest! {

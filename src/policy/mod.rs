@@ -4,7 +4,9 @@
 //! are the union of `allow` over every matching rule, minus the union of `deny` over
 //! every matching rule, intersected with what was requested. Loading lives in `load`.
 
+pub mod access;
 pub mod default;
+pub mod diff;
 pub mod explain;
 pub mod limit;
 pub mod lint;
@@ -12,6 +14,7 @@ pub mod load;
 pub mod pattern;
 pub mod reload;
 pub mod testfile;
+pub mod who_can;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -75,7 +78,9 @@ impl Identity {
         }
     }
 
-    fn account(&self) -> Option<&str> {
+    /// The account policy sees: the subject, except for anonymous identities
+    /// and an empty subject, which have none.
+    pub fn account(&self) -> Option<&str> {
         (self.kind != Kind::Anonymous && !self.subject.is_empty()).then_some(self.subject.as_str())
     }
 }

@@ -14,6 +14,7 @@ mod limits;
 pub mod oidc;
 mod postgres;
 mod replay;
+mod replay_sqlite;
 mod robots;
 mod tokens;
 
@@ -21,6 +22,7 @@ pub use audit::{AuditQuery, AuditRecord, ErasedColumn};
 pub use generation::Generation;
 pub use limits::Take;
 pub use replay::{RecordedIdentity, ReplayRow};
+pub use replay_sqlite::{audit_replay_sqlite, ReplayReadError};
 pub use robots::RobotRecord;
 pub use tokens::AccessTokenRecord;
 

@@ -11,6 +11,7 @@ mod faulty;
 mod fixture;
 mod page_recheck;
 mod replicas;
+mod signin_page;
 mod sync;
 mod webdriver;
 
@@ -534,6 +535,8 @@ fn keycloak_browser_sign_in_mints_token_that_works_for_docker_login() {
     b.goto(&format!("{}/login", s.berth.url));
     let revoke = b.must_find("#token-list button", "the token list");
     b.click(&revoke);
+    let confirm = b.must_find("#confirm-revoke", "the revoke confirmation");
+    b.click(&confirm);
     b.must_find("#no-tokens", "the empty token list after revoking");
     let out = d.docker(&cfg, &["rmi", &own], None, DOCKER_TIMEOUT);
     s.expect_ok(&out, "docker rmi");

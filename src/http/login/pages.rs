@@ -1,10 +1,14 @@
-//! The sign-in page's HTML: small, server-rendered, no script. Every value from
-//! outside goes through [`esc`].
+//! The sign-in pages' HTML frame and the small pages: sign-in choices, problems,
+//! the revoke confirmation. Server-rendered and usable without script (the only
+//! script, the copy button, is an extra). Every value from outside goes through
+//! [`esc`]. The layout fits a 390 px wide phone without sideways scrolling:
+//! long names wrap anywhere, the token table becomes one card per token on
+//! narrow screens, and a `docker login` command wraps only between words (a word
+//! wider than the screen scrolls inside its own box).
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::authn::oidc::browser::BrowserSession;
 use crate::store::oidc::OidcTokenRecord;
 
 /// HTML-escapes text for element content and double-quoted attributes.
@@ -23,7 +27,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn date(unix: i64) -> String {
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn date(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -31,20 +36,37 @@ fn date(unix: i64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn layout(title: &str, body: &str) -> String {
+/// A whole page: `title` as heading, `body` as its content.
+pub fn layout(title: &str, body: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · berth</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #1d1d1f; }}
-code, pre {{ font-family: ui-monospace, monospace; background: #f2f2f4; padding: .1rem .3rem; border-radius: 4px; }}
-pre {{ padding: .7rem; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }}
-table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #ddd; }}
+*, *::before, *::after {{ box-sizing: border-box; }}
+body {{ font-family: system-ui, sans-serif; max-width: 52rem; margin: 1.5rem auto; padding: 0 1rem; color: #1d1d1f; line-height: 1.4; overflow-wrap: anywhere; }}
+code, pre {{ font-family: ui-monospace, monospace; background: #f2f2f4; border-radius: 4px; }}
+code {{ padding: .1rem .3rem; }}
+pre {{ padding: .6rem .7rem; margin: .4rem 0; max-width: 100%; overflow-x: auto; white-space: pre-wrap; word-break: normal; overflow-wrap: normal; font-size: .9rem; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #ddd; vertical-align: top; }}
 .box {{ border: 1px solid #c7d7ee; background: #f4f8fd; padding: .2rem 1rem 1rem; border-radius: 6px; margin: 1rem 0; }}
 .error {{ border-color: #e3b4b4; background: #fdf4f4; }}
-label {{ display: block; margin: .5rem 0 .2rem; }} button, .button {{ padding: .4rem .9rem; }}
+.ok {{ border-color: #b4e3c0; background: #f4fdf6; }}
+label {{ display: block; margin: .6rem 0 .2rem; }}
+input, select {{ max-width: 100%; font: inherit; padding: .3rem; }}
+input[type=text], input:not([type]) {{ width: 24rem; }}
+button, .button {{ padding: .4rem .9rem; font: inherit; }}
+.inline {{ display: inline; }} .nw {{ white-space: nowrap; }}
+ul.access {{ padding-left: 1.2rem; }} .rule {{ color: #555; font-size: .9rem; }}
+@media (max-width: 40rem) {{
+  body {{ margin: 1rem auto; }}
+  table, tbody, tr, td {{ display: block; width: 100%; }}
+  tr.head {{ display: none; }}
+  tr {{ border: 1px solid #ddd; border-radius: 6px; margin: .6rem 0; padding: .2rem 0; }}
+  td {{ border: 0; padding: .15rem .6rem; }}
+  td[data-label]::before {{ content: attr(data-label) ": "; font-weight: 600; }}
+}}
 </style></head>
 <body>
 <h1>{title}</h1>
@@ -79,122 +101,24 @@ pub fn sign_in(providers: &[(String, String)], error: Option<&str>) -> String {
     layout("Sign in", &body)
 }
 
-/// A token created just now: shown once.
-pub struct Minted<'a> {
-    /// The token.
-    pub token: &'a str,
-    /// Registry host for the command line.
-    pub registry: &'a str,
-}
-
-/// The page of a signed-in browser: new token (once), the form, the token list.
-pub fn tokens(
-    session: &BrowserSession,
-    tokens: &[OidcTokenRecord],
-    minted: Option<Minted<'_>>,
-    message: Option<&str>,
-    now: i64,
-) -> String {
-    let csrf = esc(&session.csrf);
-    let user = esc(&session.user.username);
-    let mut body = format!(
-        r#"<p>Signed in as <strong id="username">{user}</strong> with {provider}.
-Groups: {groups}</p>
-<form method="post" action="/login/logout"><input type="hidden" name="csrf" value="{csrf}"><button id="sign-out">Sign out</button></form>
+/// The confirmation asked before a token is revoked.
+pub fn confirm_revoke(csrf: &str, token: &OidcTokenRecord) -> String {
+    let body = format!(
+        r#"<div class="box error" id="confirm"><p>Revoke the token <strong>{desc}</strong> ({actions}, created {created})? Whatever uses it stops working at once; this cannot be undone.</p>
+<form method="post" action="/login/tokens/revoke" class="inline"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><input type="hidden" name="confirm" value="yes"><button id="confirm-revoke">Revoke</button></form>
+<a class="button" id="cancel-revoke" href="/login">Cancel</a></div>
 "#,
-        provider = esc(&session.provider.cfg.display_name),
-        groups = if session.user.groups.is_empty() {
-            "none".to_owned()
+        desc = if token.description.is_empty() {
+            "(no description)".to_owned()
         } else {
-            session
-                .user
-                .groups
-                .iter()
-                .map(|g| format!("<code>{}</code>", esc(g)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            esc(&token.description)
         },
+        actions = esc(&token.actions.join(", ")),
+        created = date(token.created_at),
+        csrf = esc(csrf),
+        id = token.id,
     );
-    if let Some(m) = message {
-        body.push_str(&format!(
-            r#"<div class="box error" id="error"><p>{}</p></div>"#,
-            esc(m)
-        ));
-    }
-    if let Some(m) = minted {
-        body.push_str(&format!(
-            r#"<div class="box" id="minted">
-<h2>Your new token</h2>
-<p>Copy it now: it is not shown again.</p>
-<pre id="new-token">{token}</pre>
-<p>Log in with it:</p>
-<pre id="docker-login">docker login -u {user} --password-stdin {registry}</pre>
-<p>and paste the token as the password (or pipe it in).</p>
-</div>
-"#,
-            token = esc(m.token),
-            registry = esc(m.registry),
-        ));
-    }
-    if session.idp_refresh.is_some() {
-        body.push_str(&format!(
-            r#"<h2>Create a token</h2>
-<form method="post" action="/login/tokens" id="create">
-<input type="hidden" name="csrf" value="{csrf}">
-<label for="description">Description</label>
-<input id="description" name="description" maxlength="100" placeholder="laptop, CI job, …">
-<label for="access">Access (never more than your groups allow)</label>
-<select id="access" name="access">
-<option value="pull">pull</option>
-<option value="pull,push" selected>pull and push</option>
-<option value="pull,push,delete">pull, push and delete</option>
-</select>
-<label for="expires">Expires after</label>
-<select id="expires" name="expires">
-<option value="1">1 day</option>
-<option value="7">7 days</option>
-<option value="30" selected>30 days</option>
-<option value="90">90 days</option>
-</select>
-<p><button id="create-token">Create token</button></p>
-</form>
-"#
-        ));
-    } else {
-        body.push_str(
-            r#"<div class="box error"><p>The identity provider gave no offline session, so berth cannot mint tokens it could re-check. Ask the administrator to allow the <code>offline_access</code> scope for berth's client.</p></div>"#,
-        );
-    }
-    body.push_str("<h2>Your tokens</h2>\n");
-    if tokens.is_empty() {
-        body.push_str("<p id=\"no-tokens\">None yet.</p>\n");
-    } else {
-        body.push_str("<table id=\"token-list\"><tr><th>Description</th><th>Access</th><th>Created</th><th>Expires</th><th>Last used</th><th></th></tr>\n");
-        for t in tokens {
-            let expired = t.expires_at <= now;
-            body.push_str(&format!(
-                r#"<tr id="token-{id}"><td>{desc}</td><td>{actions}</td><td>{created}</td><td>{expires}</td><td>{used}</td>
-<td><form method="post" action="/login/tokens/revoke"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button id="revoke-{id}">Revoke</button></form></td></tr>
-"#,
-                id = t.id,
-                desc = if t.description.is_empty() {
-                    "<em>no description</em>".to_owned()
-                } else {
-                    esc(&t.description)
-                },
-                actions = esc(&t.actions.join(", ")),
-                created = date(t.created_at),
-                expires = if expired {
-                    format!("expired {}", date(t.expires_at))
-                } else {
-                    date(t.expires_at)
-                },
-                used = t.last_used_at.map(date).unwrap_or_else(|| "never".into()),
-            ));
-        }
-        body.push_str("</table>\n");
-    }
-    layout("Registry tokens", &body)
+    layout("Revoke token?", &body)
 }
 
 /// A page that only says what went wrong.

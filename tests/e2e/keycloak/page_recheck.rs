@@ -96,7 +96,7 @@ fn keycloak_sign_in_page_rechecks_the_user_before_minting_and_every_window() {
     }
     let r = mint(&berth, &session, &token);
     assert!(
-        !r.body.contains("berth_oidc_"),
+        !r.body.contains("berth_oidc_") && !r.cookies.iter().any(|(k, _)| k == "berth_minted"),
         "a token minted for a user Keycloak disabled: {}",
         r.body
     );
@@ -120,12 +120,29 @@ fn keycloak_sign_in_page_rechecks_the_user_before_minting_and_every_window() {
     let r = page(&berth, &session);
     assert!(signed_in(&r), "re-checked and still enabled: {}", r.body);
     let r = mint(&berth, &session, &csrf(&r));
-    assert!(
-        r.status == 200 && r.body.contains("berth_oidc_"),
-        "an enabled user mints: {} {}\n{}",
-        r.status,
+    assert_eq!(
+        (r.status, r.location.as_str()),
+        (303, "/login"),
+        "an enabled user mints, then is sent to the page: {}\n{}",
         r.body,
         berth.log_tail(20)
+    );
+    let minted = r
+        .cookies
+        .iter()
+        .find(|(k, v)| k == "berth_minted" && !v.is_empty())
+        .cloned()
+        .expect("the minted token's one-shot cookie");
+    let shown = request(
+        &format!("{}/login", berth.url),
+        &[session.clone(), minted],
+        None,
+    );
+    assert!(
+        shown.status == 200 && shown.body.contains("berth_oidc_"),
+        "the page after minting shows the token: {} {}",
+        shown.status,
+        shown.body
     );
     eprintln!("ok: the session lives across re-checks and mints");
 

@@ -61,17 +61,26 @@ impl Browser {
             thread::sleep(Duration::from_millis(100));
         }
         let profile = dir.join("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+                "args": args
             }
         }}});
         let resp = call("POST", &format!("{url}/session"), Some(caps));
@@ -157,6 +166,43 @@ impl Browser {
             &format!("/element/{element}/value"),
             Some(json!({ "text": text })),
         );
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub fn refresh(&self) {
+        self.cmd("POST", "/refresh", Some(json!({})));
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page
+    /// and returns its value.
+    pub fn eval(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Emulates a screen `width` × `height` CSS pixels wide (a phone when
+    /// `mobile`), through the DevTools protocol: Chromium's windows have a
+    /// minimum width above a phone's.
+    pub fn emulate_screen(&self, width: u32, height: u32, mobile: bool) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
+            })),
+        );
+    }
+
+    /// A PNG screenshot of the viewport.
+    pub fn screenshot(&self) -> Vec<u8> {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        data_encoding::BASE64
+            .decode(b64.as_str().unwrap_or_default().as_bytes())
+            .expect("a base64 screenshot")
     }
 
     pub fn text(&self, element: &str) -> String {

@@ -1,4 +1,9 @@
-//! `berth policy …`: check, test and lint policy files.
+//! `berth policy …`: check, test and lint policy files; list who may do an
+//! action (`who-can`); replay requests against a candidate policy (`diff`).
+
+mod diff;
+mod replay;
+mod who_can;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +64,15 @@ pub enum PolicyCommand {
         #[arg(long)]
         policies: Option<PathBuf>,
     },
+    /// List every identity the policy lets do ACTION on REPOSITORY: local users
+    /// and robots by name (groups from the database), groups, federated groups
+    /// and roles, account patterns, kinds, anonymous; with the rules that grant
+    /// it and the denies that cancel it. REPOSITORY is one name, not a pattern.
+    WhoCan(who_can::WhoCanArgs),
+    /// Replay recorded requests (the audit log, or --cases) against the live
+    /// policy and a candidate; report every grant gained or lost. Exits 1 when
+    /// any access would be lost, unless --allow-loss.
+    Diff(diff::DiffArgs),
     /// Report rules that can never match, allows always cancelled by a deny,
     /// group rules without `kind` (federated users could match them), unknown
     /// actions and files without rules.
@@ -84,7 +98,7 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 }
 
 /// Where a policy command reads the policy from.
-enum Source {
+pub(super) enum Source {
     /// A directory: `--policies` as given, or the configured one that exists.
     Dir(PathBuf),
     /// The configured directory does not exist yet (`berth serve` writes the
@@ -95,7 +109,7 @@ enum Source {
 impl Source {
     /// `--policies DIR` is used as given, and fails if it is missing (a CI job
     /// must not pass on a typo); only the configured directory falls back.
-    fn pick(flag: Option<PathBuf>, config: &Config) -> Source {
+    pub(super) fn pick(flag: Option<PathBuf>, config: &Config) -> Source {
         match flag {
             Some(dir) => Source::Dir(dir),
             None if default::is_missing(&config.policies_dir) => {
@@ -109,7 +123,7 @@ impl Source {
         }
     }
 
-    fn load(&self) -> anyhow::Result<Loaded> {
+    pub(super) fn load(&self) -> anyhow::Result<Loaded> {
         Ok(match self {
             Source::Dir(dir) => load_dir(dir)?,
             Source::Builtin => default::builtin()?,
@@ -220,6 +234,8 @@ pub async fn run(config: Config, cmd: PolicyCommand) -> anyhow::Result<()> {
                 bail!("{} policy test(s) failed", report.failures.len());
             }
         }
+        PolicyCommand::WhoCan(args) => who_can::run(&config, args).await?,
+        PolicyCommand::Diff(args) => diff::run(&config, args).await?,
         PolicyCommand::Lint { policies } => {
             let source = Source::pick(policies, &config);
             let loaded = source.load()?;
