@@ -4,8 +4,8 @@
 //! The pool's SQLite connections live on worker threads that hand every row of
 //! a stream over one at a time; over millions of rows those handoffs were most
 //! of a replay's time. This reader yields the same rows as
-//! [`Store::audit_replay`](super::Store::audit_replay) (same query, same
-//! snapshot rules), a batch per handoff, through a bounded channel: memory
+//! [`Store::audit_replay`](super::Store::audit_replay) (same query: decisions
+//! only, not the records of erasures; same snapshot rules), a batch per handoff, through a bounded channel: memory
 //! stays at a few batches however many rows there are.
 
 use std::path::Path;
@@ -24,39 +24,40 @@ const IN_FLIGHT: usize = 4;
 
 const SQL: &str = "SELECT id, at, last_at, repeats, account, client, kind, via, service, requested,
         granted, outcome, subject, groups, snapshot
- FROM audit_log WHERE at >= ?1 ORDER BY id";
+ FROM audit_log WHERE at >= ?1 AND outcome <> 'erased' ORDER BY id";
 
 /// A failure of the replay reader.
 #[derive(Debug, thiserror::Error)]
 #[error("audit replay read failed: {0}")]
 pub struct ReplayReadError(String);
 
+/// Decodes one row of [`SQL`] (columns by position: by name costs a search per value).
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayRow> {
-    let at: i64 = r.get("at")?;
-    let snapshot = r.get::<_, i64>("snapshot")? != 0;
-    let subject: Option<String> = r.get("subject")?;
-    let groups = groups_from(r.get("groups")?);
-    let kind: String = r.get("kind")?;
+    let at: i64 = r.get(1)?;
+    let snapshot = r.get::<_, i64>(14)? != 0;
+    let subject: Option<String> = r.get(12)?;
+    let groups = groups_from(r.get(13)?);
+    let kind: String = r.get(6)?;
     let identity = match (snapshot, subject, groups) {
         (true, Some(subject), Some(groups)) if !kind.is_empty() => Some(RecordedIdentity {
             subject,
             kind,
             groups,
-            via: r.get("via")?,
+            via: r.get(7)?,
         }),
         _ => None,
     };
     Ok(ReplayRow {
-        id: r.get("id")?,
+        id: r.get(0)?,
         at,
-        last_at: r.get::<_, Option<i64>>("last_at")?.unwrap_or(at),
-        repeats: r.get("repeats")?,
-        account: r.get("account")?,
-        client: r.get("client")?,
-        service: r.get("service")?,
-        requested: r.get("requested")?,
-        granted: r.get("granted")?,
-        outcome: r.get("outcome")?,
+        last_at: r.get::<_, Option<i64>>(2)?.unwrap_or(at),
+        repeats: r.get(3)?,
+        account: r.get(4)?,
+        client: r.get(5)?,
+        service: r.get(8)?,
+        requested: r.get(9)?,
+        granted: r.get(10)?,
+        outcome: r.get(11)?,
         identity,
     })
 }
