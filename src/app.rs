@@ -259,6 +259,7 @@ pub async fn build(
         config.shutdown_timeout,
         config.audit_queue,
         config.audit_required,
+        config.audit_fold_window,
     );
     let state = AppState {
         audit,

@@ -12,6 +12,15 @@
 //! the log. The default keeps pulls working through a long database outage,
 //! while the log keeps every decision. Memory stays bounded either way. A
 //! record never holds a token, password or hash.
+//!
+//! Repeated grants are folded ([`fold`]): within `audit_fold_window` the first
+//! grant of a combination gets its row and its log line; repeats add to that
+//! row's `repeats` and `last_at` when the window closes or berth stops, and are
+//! logged once then, as a count (target `berth::audit`).
+
+pub mod erasure;
+pub mod fold;
+mod writer;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use self::fold::{Fold, FoldTable, Head, FOLD_SLOTS};
+use self::writer::{writer, Writer};
 use crate::policy::{Identity, Kind};
 use crate::store::{AuditRecord, Store};
 
@@ -34,6 +45,9 @@ pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
 const BATCH: usize = 512;
 /// How long the first record of a burst waits for others to share its write.
 const GATHER: Duration = Duration::from_millis(50);
+/// How often the writer closes windows whose time is up (at most; less often
+/// than the window itself is pointless).
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// What happened to one token request.
 #[derive(Debug)]
@@ -157,12 +171,20 @@ pub fn record(log: &DecisionLog) {
 
 type Stopper = Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>;
 
+/// One audit row on its way to the database, with the window it opens, if any.
+#[derive(Debug)]
+pub struct QueuedRecord {
+    record: AuditRecord,
+    head: Option<Arc<Head>>,
+}
+
 /// Where decisions go: the log, and the database writer.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditRecord>,
+    tx: mpsc::Sender<QueuedRecord>,
     required: bool,
     dropped: Arc<AtomicU64>,
+    fold: Arc<FoldTable>,
     stopper: Stopper,
 }
 
@@ -173,22 +195,49 @@ pub struct AuditSink {
 pub struct AuditUnavailable;
 
 impl AuditSink {
-    /// Starts the writer task over `store`, with a queue of `capacity` records.
-    pub fn start(store: Store, grace: Duration, capacity: usize, required: bool) -> Self {
+    /// Starts the writer task over `store`, with a queue of `capacity` records,
+    /// folding repeated grants within `fold_window` (zero: never).
+    pub fn start(
+        store: Store,
+        grace: Duration,
+        capacity: usize,
+        required: bool,
+        fold_window: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let in_hand = MAX_IN_HAND.min(capacity.max(1));
-        let task = tokio::spawn(writer(store, rx, stop_rx, grace, in_hand));
+        let fold = Arc::new(FoldTable::new(fold_window, FOLD_SLOTS));
+        // Windows close within half a window of their end; with folding off
+        // the writer still wakes now and then, for nothing.
+        let sweep = if fold_window.is_zero() {
+            SWEEP
+        } else {
+            SWEEP.min(fold_window / 2).max(Duration::from_millis(10))
+        };
+        let task = tokio::spawn(writer(
+            Writer {
+                store,
+                fold: fold.clone(),
+                grace,
+                in_hand,
+                sweep,
+            },
+            rx,
+            stop_rx,
+        ));
         AuditSink {
             tx,
             required,
             dropped: Arc::new(AtomicU64::new(0)),
+            fold,
             stopper: Arc::new(Mutex::new(Some((stop_tx, task)))),
         }
     }
 
-    /// Writes what is queued and stops the writer (waiting at most the grace
-    /// period if the database is down). Later records only reach the log.
+    /// Writes what is queued, adds every open window's count to its row, and
+    /// stops the writer (waiting at most the grace period if the database is
+    /// down). Later records only reach the log.
     pub async fn shutdown(&self) {
         let pair = match self.stopper.lock() {
             Ok(mut guard) => guard.take(),
@@ -205,7 +254,7 @@ impl AuditSink {
     /// counted and logged, and `Ok(None)` lets the request through.
     pub async fn reserve(
         &self,
-    ) -> Result<Option<mpsc::OwnedPermit<AuditRecord>>, AuditUnavailable> {
+    ) -> Result<Option<mpsc::OwnedPermit<QueuedRecord>>, AuditUnavailable> {
         let permit = match self.tx.clone().try_reserve_owned() {
             Ok(p) => Ok(p),
             Err(mpsc::error::TrySendError::Full(tx)) => {
@@ -236,12 +285,34 @@ impl AuditSink {
         }
     }
 
-    /// Logs the decision and queues its audit row with the room `permit` holds.
-    pub fn record(&self, log: &DecisionLog, permit: Option<mpsc::OwnedPermit<AuditRecord>>) {
-        record(log);
+    /// Logs the decision and queues its audit row with the room `permit` holds,
+    /// or, for a repeat within an open window, only counts it (the room is
+    /// given back).
+    pub fn record(&self, log: &DecisionLog, permit: Option<mpsc::OwnedPermit<QueuedRecord>>) {
         let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        let head = match self
+            .fold
+            .decide(log, permit.is_some(), tokio::time::Instant::now(), at)
+        {
+            Fold::Folded => {
+                tracing::debug!(
+                    target: "berth::decision",
+                    request_id = %log.request_id,
+                    account = %log.account,
+                    service = %log.service,
+                    "token decision folded into an earlier row"
+                );
+                return;
+            }
+            Fold::Head(head) => Some(head),
+            Fold::Alone => None,
+        };
+        record(log);
         if let Some(permit) = permit {
-            permit.send(log.to_record(at));
+            permit.send(QueuedRecord {
+                record: log.to_record(at),
+                head,
+            });
         }
     }
 
@@ -252,107 +323,9 @@ impl AuditSink {
             self.dropped.load(Ordering::Relaxed),
         )
     }
-}
 
-async fn writer(
-    store: Store,
-    mut rx: mpsc::Receiver<AuditRecord>,
-    mut stop: oneshot::Receiver<()>,
-    grace: Duration,
-    in_hand: usize,
-) {
-    let mut buffer: Vec<AuditRecord> = Vec::new();
-    let mut backoff = Duration::from_millis(100);
-    let mut closed = false;
-    let mut closed_at: Option<tokio::time::Instant> = None;
-    loop {
-        if buffer.is_empty() && !closed {
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Some(r) => buffer.push(r),
-                    None => closed = true,
-                },
-                _ = &mut stop => closed = true,
-            }
-            // Let a burst gather for a moment: one transaction per burst, not one
-            // per request, keeps the database's work off busy token traffic.
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while !closed && buffer.len() < BATCH {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => buffer.push(r),
-                        None => closed = true,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    _ = &mut stop => closed = true,
-                }
-            }
-        }
-        if closed {
-            // Take everything still queued; nothing new is waited for.
-            while let Ok(r) = rx.try_recv() {
-                buffer.push(r);
-            }
-            if buffer.is_empty() {
-                return;
-            }
-        }
-        // Gather what else is waiting, up to a batch.
-        while buffer.len() < BATCH {
-            match rx.try_recv() {
-                Ok(r) => buffer.push(r),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        let n = buffer.len().min(BATCH);
-        match store.insert_audit(&buffer[..n]).await {
-            Ok(()) => {
-                buffer.drain(..n);
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = buffer.len(), "audit records not written yet; retrying");
-                // Once stopping, retries end with the grace period, which a
-                // backoff sleep never overruns.
-                let mut wait = backoff;
-                if closed {
-                    let since = *closed_at.get_or_insert_with(tokio::time::Instant::now);
-                    let left = grace.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        tracing::error!(
-                            lost = buffer.len(),
-                            "shutting down with audit records unwritten (kept in the log)"
-                        );
-                        return;
-                    }
-                    wait = wait.min(left);
-                }
-                // Keep receiving while waiting, so the channel does not grow unseen;
-                // a stop ends the wait, so the grace period starts at once.
-                let sleep = tokio::time::sleep(wait);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        r = rx.recv(), if !closed && buffer.len() < in_hand => match r {
-                            Some(r) => buffer.push(r),
-                            None => {
-                                closed = true;
-                                break;
-                            }
-                        },
-                        _ = &mut stop, if !closed => {
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+    /// Open fold windows, and decisions folded into an earlier row so far.
+    pub fn fold_stats(&self) -> (usize, u64) {
+        self.fold.stats()
     }
 }

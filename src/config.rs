@@ -210,6 +210,9 @@ pub struct Config {
     /// A request whose audit row cannot be queued fails with 503 (otherwise the
     /// row is dropped, counted and logged, and the request served).
     pub audit_required: bool,
+    /// Repeats of a grant within this window are folded into its first row
+    /// (zero: every decision gets its own row).
+    pub audit_fold_window: Duration,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::authn::oidc::OidcSettings,
     /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their
@@ -265,6 +268,7 @@ struct RawConfig {
     audit_retention: Option<String>,
     audit_queue: Option<usize>,
     audit_required: Option<bool>,
+    audit_fold_window: Option<String>,
     key_publish_delay: Option<String>,
     metrics_listen: Option<String>,
     trusted_proxies: Option<Vec<String>>,
@@ -600,6 +604,18 @@ impl Config {
             },
             None => raw.audit_required.unwrap_or(false),
         };
+        let audit_fold_window = short_duration(
+            "audit_fold_window",
+            "BERTH_AUDIT_FOLD_WINDOW",
+            raw.audit_fold_window,
+            Duration::from_secs(60),
+        )?;
+        if audit_fold_window > Duration::from_secs(3600) {
+            return Err(invalid(
+                "audit_fold_window",
+                "must be at most 1h (0 turns folding off)",
+            ));
+        }
 
         let mut services = Vec::new();
         for (i, s) in raw.services.into_iter().enumerate() {
@@ -734,6 +750,7 @@ impl Config {
             audit_retention,
             audit_queue,
             audit_required,
+            audit_fold_window,
             oidc,
             ldap,
             key_publish_delay,

@@ -30,6 +30,9 @@ mod login_flood;
 #[path = "http/audit_fold.rs"]
 mod audit_fold;
 
+#[path = "http/audit_erase.rs"]
+mod audit_erase;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

@@ -12,6 +12,9 @@ use sqlx::Connection;
 #[path = "store/replay.rs"]
 mod replay;
 
+#[path = "store/erase.rs"]
+mod erase;
+
 /// A database for one test; PostgreSQL ones are dropped on `finish`.
 struct TestDb {
     db: Database,

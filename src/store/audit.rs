@@ -80,6 +80,15 @@ impl AuditRecord {
     }
 }
 
+/// The column an erasure rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasedColumn {
+    /// `account` and `subject`.
+    Account,
+    /// `client`.
+    Client,
+}
+
 /// Filters for [`Store::query_audit`].
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -198,6 +207,27 @@ async fn insert_audit_in(
     Ok(ids)
 }
 
+async fn fold_audit_in(
+    conn: &mut sqlx::AnyConnection,
+    folds: &[(i64, i64, i64)],
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    for &(id, repeats, last_at) in folds {
+        sqlx::query(
+            "UPDATE audit_log SET repeats = repeats + $1,
+                 last_at = CASE WHEN last_at IS NULL OR last_at < $2 THEN $2 ELSE last_at END
+             WHERE id = $3",
+        )
+        .bind(repeats)
+        .bind(last_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Sorted group names as stored (a JSON array).
 pub(super) fn sorted_groups_json(groups: &[String]) -> String {
     let mut sorted: Vec<&String> = groups.iter().collect();
@@ -267,6 +297,89 @@ impl Store {
         res
     }
 
+    /// Adds folded repeats to written rows, all in one transaction: per row
+    /// `(id, repeats, last_at)`.
+    pub async fn fold_audit(&self, folds: &[(i64, i64, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let res = fold_audit_in(&mut conn, folds).await;
+        if res.is_err() {
+            // As for inserts: a failed transaction's connection is not reused.
+            if let Err(e) = conn.detach().close().await {
+                tracing::debug!(error = %e, "closing a connection after a failed audit write");
+            }
+        }
+        res
+    }
+
+    /// Pseudonymises every audit row naming `value`: the account name (in
+    /// `account` and `subject`) or the client address (`client`) becomes
+    /// `pseudonym`. When any row changed, `record` (the erasure itself, naming
+    /// only the pseudonym) is added in the same transaction. Returns the rows
+    /// changed, and the rows that showed the pseudonym before (an earlier
+    /// erasure of the same person).
+    ///
+    /// The old values may stay in the database's free space until
+    /// [`Store::compact_audit`].
+    pub async fn erase_audit(
+        &self,
+        column: ErasedColumn,
+        value: &str,
+        pseudonym: &str,
+        record: &AuditRecord,
+    ) -> Result<(u64, u64), StoreError> {
+        let (update, count) = match column {
+            ErasedColumn::Account => (
+                "UPDATE audit_log
+                 SET account = CASE WHEN account = $1 THEN $2 ELSE account END,
+                     subject = CASE WHEN subject = $1 THEN $2 ELSE subject END
+                 WHERE account = $1 OR subject = $1",
+                "SELECT COUNT(*) FROM audit_log WHERE account = $1 OR subject = $1",
+            ),
+            ErasedColumn::Client => (
+                "UPDATE audit_log SET client = $2 WHERE client = $1",
+                "SELECT COUNT(*) FROM audit_log WHERE client = $1",
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let before: i64 = sqlx::query_scalar(count)
+            .bind(pseudonym)
+            .fetch_one(&mut *tx)
+            .await?;
+        let changed = sqlx::query(update)
+            .bind(value)
+            .bind(pseudonym)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed > 0 {
+            insert_audit_in(self.backend, &mut tx, std::slice::from_ref(record)).await?;
+        }
+        tx.commit().await?;
+        Ok((changed, u64::try_from(before).unwrap_or(0)))
+    }
+
+    /// Rewrites the audit log's storage so that values replaced by an erasure
+    /// leave the disk: SQLite `VACUUM` (the whole file; writers wait until it
+    /// ends) and an emptied write-ahead log; PostgreSQL `VACUUM FULL audit_log`
+    /// (the table is locked while it runs).
+    pub async fn compact_audit(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("VACUUM").execute(&mut *conn).await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Backend::Postgres => {
+                sqlx::query("VACUUM FULL audit_log")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Queries the audit log, newest first.
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         // Fixed SQL with optional filters expressed as parameters, so no user input
@@ -279,7 +392,7 @@ impl Store {
              WHERE ($1 = '' OR account = $1)
                AND ($2 = '' OR requested LIKE $3 ESCAPE '\\')
                AND at >= $4
-               AND ($5 = 0 OR denied <> '' OR outcome <> 'issued')
+               AND ($5 = 0 OR denied <> '' OR (outcome <> 'issued' AND outcome <> 'erased'))
              ORDER BY at DESC, id DESC
              LIMIT $6",
         )

@@ -17,7 +17,7 @@ mod replay_sqlite;
 mod robots;
 mod tokens;
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{AuditQuery, AuditRecord, ErasedColumn};
 pub use generation::Generation;
 pub use limits::Take;
 pub use replay::{RecordedIdentity, ReplayRow};

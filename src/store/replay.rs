@@ -86,13 +86,15 @@ fn replay_row(r: &AnyRow) -> Result<ReplayRow, sqlx::Error> {
 }
 
 impl Store {
-    /// Every audit row recorded at or after `since` (unix seconds), by id,
+    /// Every decision recorded at or after `since` (unix seconds), by id,
     /// streamed from the database (one row in memory at a time on this side).
+    /// The records of erasures (`berth audit erase`) are not decisions and are
+    /// left out.
     pub fn audit_replay(&self, since: i64) -> BoxStream<'_, Result<ReplayRow, StoreError>> {
         sqlx::query(
             "SELECT id, at, last_at, repeats, account, client, kind, via, service, requested,
                     granted, outcome, subject, groups, snapshot
-             FROM audit_log WHERE at >= $1 ORDER BY id",
+             FROM audit_log WHERE at >= $1 AND outcome <> 'erased' ORDER BY id",
         )
         .bind(since)
         .fetch(&self.pool)
