@@ -107,3 +107,77 @@ pub fn audit_replay_sqlite(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::config::Database;
+    use crate::store::{AuditRecord, Store};
+
+    fn record(i: i64, snapshot: bool, outcome: &str, repeats: i64) -> AuditRecord {
+        AuditRecord {
+            at: 1_000 + i,
+            request_id: format!("r{i}"),
+            client: format!("192.0.2.{i}"),
+            account: format!("user{i}"),
+            kind: if snapshot { "user" } else { "" }.into(),
+            via: "local".into(),
+            service: "registry".into(),
+            requested: format!("repository:team/app{i}:pull,push"),
+            granted: format!("repository:team/app{i}:pull"),
+            outcome: outcome.into(),
+            subject: snapshot.then(|| format!("user{i}")),
+            groups: snapshot.then(|| vec!["b".to_owned(), "a".to_owned()]),
+            repeats,
+            last_at: (repeats > 1).then_some(2_000 + i),
+            ..AuditRecord::default()
+        }
+    }
+
+    /// The batched reader yields exactly what the store's stream yields.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_match_the_store_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("b.db");
+        let store = Store::open(&Database::Sqlite(path.clone())).await.unwrap();
+        let mut rows = Vec::new();
+        for i in 0..2_500 {
+            let outcome = match i % 7 {
+                0 => "unauthorized",
+                1 => "erased",
+                _ => "issued",
+            };
+            rows.push(record(i, i % 5 != 0, outcome, 1 + i % 3));
+        }
+        for chunk in rows.chunks(500) {
+            store.insert_audit(chunk).await.unwrap();
+        }
+        let since = 1_100;
+        let expected: Vec<ReplayRow> = store
+            .audit_replay(since)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        let mut got = Vec::new();
+        let mut batches = audit_replay_sqlite(&path, since);
+        while let Some(b) = batches.recv().await {
+            got.extend(b.unwrap());
+        }
+        assert!(expected.len() > 2 * BATCH, "{}", expected.len());
+        assert!(expected.iter().any(|r| r.identity.is_none()));
+        assert!(expected.iter().any(|r| r.repeats > 1));
+        assert_eq!(got, expected);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_an_error_not_a_hang() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rx = audit_replay_sqlite(&tmp.path().join("none.db"), 0);
+        assert!(rx.recv().await.unwrap().is_err());
+        assert!(rx.recv().await.is_none());
+    }
+}
