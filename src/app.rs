@@ -55,6 +55,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token signer.
     pub signer: Arc<Signer>,
+    /// Issues tokens through `signer`, reusing recent ones (`token_reuse`).
+    pub tokens: Arc<crate::token::Tokens>,
     /// Credential checks.
     pub auth: Arc<Authenticator>,
     /// The live policy.
@@ -260,10 +262,19 @@ pub async fn build(
         config.audit_queue,
         config.audit_required,
     );
+    let signer = Arc::new(signer);
+    let signing_slots = std::thread::available_parallelism().map_or(1, usize::from);
+    let tokens = crate::token::Tokens::new(
+        signer.clone(),
+        config.token_reuse,
+        config.token_ttl,
+        signing_slots,
+    );
     let state = AppState {
         audit,
         config: Arc::new(config),
-        signer: Arc::new(signer),
+        signer,
+        tokens: Arc::new(tokens),
         auth: Arc::new(auth),
         policies: Arc::new(policies),
         metrics: Arc::new(crate::http::metrics::Metrics::new()),

@@ -175,6 +175,9 @@ pub struct Config {
     pub issuer: String,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// How long a signed token may be handed again to the same identity asking
+    /// the same service for the same access; zero turns reuse off.
+    pub token_reuse: Duration,
     /// Services (audiences); never empty.
     pub services: Vec<ServiceConfig>,
     /// Refresh tokens expire when unused for this long.
@@ -249,6 +252,7 @@ struct RawConfig {
     policies_dir: Option<PathBuf>,
     issuer: Option<String>,
     token_ttl: Option<String>,
+    token_reuse: Option<String>,
     refresh_idle: Option<String>,
     refresh_absolute: Option<String>,
     credential_cache_ttl: Option<String>,
@@ -461,6 +465,20 @@ impl Config {
             return Err(invalid(
                 "token_ttl",
                 "must be at most 1d; use refresh tokens for long sessions",
+            ));
+        }
+        // A reused token must still live at least MIN_TOKEN_TTL when handed out.
+        let reuse_room = token_ttl.saturating_sub(MIN_TOKEN_TTL);
+        let token_reuse = match pick("BERTH_TOKEN_REUSE", raw.token_reuse) {
+            Some(text) => parse_duration(&text).map_err(|e| invalid("token_reuse", e))?,
+            None => (token_ttl / 10)
+                .min(Duration::from_secs(30))
+                .min(reuse_room),
+        };
+        if token_reuse > reuse_room {
+            return Err(invalid(
+                "token_reuse",
+                "must leave a reused token at least 60s to live (at most token_ttl - 60s)",
             ));
         }
         let refresh_idle = duration(
@@ -717,6 +735,7 @@ impl Config {
             policies_dir,
             issuer,
             token_ttl,
+            token_reuse,
             services,
             refresh_idle,
             refresh_absolute,

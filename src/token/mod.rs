@@ -8,7 +8,9 @@ pub mod jwks;
 pub mod keys;
 pub mod kid;
 pub mod registry;
+pub mod reuse;
 pub mod signer;
 
 pub use keys::{Algorithm, KeyError, KeySet, SigningKey};
+pub use reuse::Tokens;
 pub use signer::{Access, Signer, TokenError};
