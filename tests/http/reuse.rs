@@ -442,3 +442,37 @@ fn window_defaults_and_bounds() {
     assert!(e.contains("token_reuse"), "{e}");
     assert!(config("token_reuse = 'soon'").is_err());
 }
+
+/// A published key that starts signing while a token is held: the next
+/// request gets a token from the new key, with no change in the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_starting_to_sign_ends_reuse() {
+    let s = server("").await;
+    let dir = s.state.config.keys_dir.clone();
+    let t = OffsetDateTime::now_utc();
+    let starts = t + time::Duration::seconds(2);
+    berth::token::generate::generate(&dir, berth::token::Algorithm::Rs256, t, starts).unwrap();
+    assert!(s.state.signer.reload_if_changed(t).unwrap());
+    let alg = |r: &Resp| {
+        let token = r.ok()["token"].as_str().unwrap().to_owned();
+        let header: Value = serde_json::from_slice(
+            &data_encoding::BASE64URL_NOPAD
+                .decode(token.split('.').next().unwrap().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+        header["alg"].as_str().unwrap().to_owned()
+    };
+    let before = get(&s, APP, ALICE).await;
+    assert_eq!(alg(&before), "ES256");
+    assert_eq!(jti(&get(&s, APP, ALICE).await), jti(&before));
+    let wait = starts - OffsetDateTime::now_utc() + time::Duration::milliseconds(1100);
+    tokio::time::sleep(std::time::Duration::try_from(wait).unwrap_or_default()).await;
+    let after = get(&s, APP, ALICE).await;
+    assert_eq!(
+        alg(&after),
+        "RS256",
+        "the held ES256 token was served past the new key's start"
+    );
+    assert_ne!(jti(&after), jti(&before));
+}
