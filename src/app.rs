@@ -236,10 +236,19 @@ pub async fn build(
         config.audit_required,
         config.audit_fold_window,
     );
+    let signer = Arc::new(signer);
+    let signing_slots = std::thread::available_parallelism().map_or(1, usize::from);
+    let tokens = crate::token::Tokens::new(
+        signer.clone(),
+        config.token_reuse,
+        config.token_ttl,
+        signing_slots,
+    );
     let state = AppState {
         audit,
         config: Arc::new(config),
-        signer: Arc::new(signer),
+        signer,
+        tokens: Arc::new(tokens),
         auth: Arc::new(auth),
         policies: Arc::new(policies),
         metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -17,6 +17,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token signer.
     pub signer: Arc<Signer>,
+    /// Issues tokens through `signer`, reusing recent ones (`token_reuse`).
+    pub tokens: Arc<crate::token::Tokens>,
     /// Credential checks.
     pub auth: Arc<Authenticator>,
     /// The live policy.

@@ -36,6 +36,9 @@ mod audit_fold;
 #[path = "http/audit_erase.rs"]
 mod audit_erase;
 
+#[path = "http/reuse.rs"]
+mod reuse;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};
@@ -745,6 +748,8 @@ async fn bcrypt_hashes_verify_and_upgrade() {
 async fn claims_verify_in_every_key_id_mode() {
     let s = TestServer::start(Opts {
         token_ttl: "10m",
+        // Fresh signatures each time (jti must not repeat); reuse has its own tests.
+        extra: "token_reuse = '0'".into(),
         ..Opts::default()
     })
     .await;

@@ -573,6 +573,17 @@ impl Authenticator {
         }
     }
 
+    /// A mark of the moment a request arrived, for [`Authenticator::generation_since`].
+    pub fn generation_ticket(&self) -> u64 {
+        self.generation.ticket()
+    }
+
+    /// The authentication generation as of a reading begun after `ticket` was
+    /// taken (shared with the reading the credential check itself made, if any).
+    pub async fn generation_since(&self, ticket: u64) -> Result<i64, AuthError> {
+        Ok(self.generation.since(ticket).await?)
+    }
+
     /// Credential-cache hits, misses (password checks that had to hash) and
     /// entries, for metrics.
     pub fn cache_stats(&self) -> (u64, u64, u64) {

@@ -84,6 +84,9 @@ pub struct Config {
     pub issuer: String,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// How long a signed token may be handed again to the same identity asking
+    /// the same service for the same access; zero turns reuse off.
+    pub token_reuse: Duration,
     /// Services (audiences); never empty.
     pub services: Vec<ServiceConfig>,
     /// Refresh tokens expire when unused for this long.

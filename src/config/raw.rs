@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub policies_dir: Option<PathBuf>,
     pub issuer: Option<String>,
     pub token_ttl: Option<String>,
+    pub token_reuse: Option<String>,
     pub refresh_idle: Option<String>,
     pub refresh_absolute: Option<String>,
     pub credential_cache_ttl: Option<String>,

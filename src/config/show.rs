@@ -118,6 +118,7 @@ fn settings(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("policies_dir", Some(path(&c.policies_dir))),
         ("issuer", Some(quote(&c.issuer))),
         ("token_ttl", Some(dur(c.token_ttl))),
+        ("token_reuse", Some(dur(c.token_reuse))),
         ("refresh_idle", Some(dur(c.refresh_idle))),
         ("refresh_absolute", Some(dur(c.refresh_absolute))),
         ("key_publish_delay", Some(dur(c.key_publish_delay))),

@@ -174,6 +174,20 @@ fn tokens(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
             "must be at most 1d; use refresh tokens for long sessions",
         ));
     }
+    // A reused token must still live at least MIN_TOKEN_TTL when handed out.
+    let reuse_room = c.token_ttl.saturating_sub(MIN_TOKEN_TTL);
+    c.token_reuse = match raw.token_reuse.take() {
+        Some(text) => parse_duration(&text).map_err(|e| invalid("token_reuse", e))?,
+        None => (c.token_ttl / 10)
+            .min(Duration::from_secs(30))
+            .min(reuse_room),
+    };
+    if c.token_reuse > reuse_room {
+        return Err(invalid(
+            "token_reuse",
+            "must leave a reused token at least 60s to live (at most token_ttl - 60s)",
+        ));
+    }
     c.refresh_idle = duration("refresh_idle", raw.refresh_idle.take(), c.refresh_idle)?;
     c.refresh_absolute = duration(
         "refresh_absolute",
@@ -447,6 +461,7 @@ impl Default for Config {
             policies_dir: "policies".into(),
             issuer: "berth".into(),
             token_ttl: Duration::from_secs(300),
+            token_reuse: Duration::from_secs(30),
             services: vec![ServiceConfig::new("registry", KeyIdMode::default())],
             refresh_idle: Duration::from_secs(7 * 86_400),
             refresh_absolute: Duration::from_secs(30 * 86_400),

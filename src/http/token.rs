@@ -26,6 +26,8 @@ use crate::authn::{AuthError, Authenticated, Identity};
 use crate::metrics::{Metrics, Outcome, Stage};
 use crate::policy::{self, Request};
 use crate::state::AppState;
+use crate::token::reuse::Order;
+use crate::token::signer::IssuedToken;
 use crate::token::{Access, TokenError};
 
 #[derive(Serialize)]
@@ -152,6 +154,42 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
     }
 }
 
+/// The token for a decision: reused when `token_reuse` allows (see
+/// `token::reuse`), else signed.
+async fn signed(
+    state: &AppState,
+    arrived: u64,
+    identity: &Identity,
+    service: &str,
+    access: &[Access],
+    policy: &std::sync::Arc<policy::Policy>,
+    now: OffsetDateTime,
+) -> Result<IssuedToken, TokenError> {
+    let auth_generation = if state.tokens.reusing() {
+        match state.auth.generation_since(arrived).await {
+            Ok(generation) => Some(generation),
+            Err(e) => {
+                // Signing fresh needs no generation: only reuse is skipped.
+                tracing::debug!(error = %e, "authentication generation unreadable; token not reused");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    state
+        .tokens
+        .issue(Order {
+            identity,
+            service,
+            access,
+            policy,
+            auth_generation,
+            now,
+        })
+        .await
+}
+
 async fn issue(
     state: &AppState,
     req: TokenRequest,
@@ -159,6 +197,9 @@ async fn issue(
     log: &mut DecisionLog,
 ) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc();
+    // Marks the arrival: token reuse needs an authentication generation read
+    // after it (shared with the one the credential check made, if any).
+    let arrived = state.auth.generation_ticket();
     let service = match req.service {
         Some(s) => s,
         None => state.config.services[0].name.clone(),
@@ -256,9 +297,8 @@ async fn issue(
         .collect();
 
     let timer = state.metrics.time(Stage::Signing);
-    let issued = state
-        .signer
-        .issue(&service, &identity.subject, &access, now)
+    let issued = signed(state, arrived, identity, &service, &access, &policy, now)
+        .await
         .map_err(|e| match e {
             TokenError::UnknownService(_) => ApiError::invalid_request(e.to_string()),
             TokenError::Key(cause) => {

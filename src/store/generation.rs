@@ -66,12 +66,24 @@ impl Generation {
 
     /// The generation as of a reading that began after this call did.
     pub async fn current(&self) -> Result<i64, StoreError> {
+        self.since(self.ticket()).await
+    }
+
+    /// A mark of this moment: [`Generation::since`] with it accepts any
+    /// reading begun after now, so a request takes one when it arrives and
+    /// later steps of the same request share the reading an earlier step made.
+    pub fn ticket(&self) -> u64 {
+        self.state().started
+    }
+
+    /// The generation as of a reading that began after `ticket` was taken.
+    pub async fn since(&self, ticket: u64) -> Result<i64, StoreError> {
         // SQLite: a fresh read on this thread costs less than sharing one.
         if let Some(value) = self.store.inline.as_ref().and_then(|r| r.generation()) {
             return Ok(value);
         }
         let mut rx = self.last.subscribe();
-        let arrived = self.state().started;
+        let arrived = ticket;
         loop {
             {
                 let last = rx.borrow_and_update();

@@ -10,8 +10,10 @@ pub mod keyset;
 pub mod kid;
 pub mod public;
 pub mod registry;
+pub mod reuse;
 pub mod signer;
 
 pub use keys::{Algorithm, KeyError, SigningKey};
 pub use keyset::KeySet;
+pub use reuse::Tokens;
 pub use signer::{Access, Signer, TokenError};

@@ -7,7 +7,7 @@
 //! its time without a restart.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::jwks::kid_for;
-use super::keys::{KeyError, SigningKey};
+use super::keys::{Algorithm, KeyError, SigningKey};
 use super::keyset::KeySet;
 use crate::config::{Config, KeyIdMode, ServiceConfig};
 
@@ -82,6 +82,20 @@ pub struct IssuedToken {
     pub expires_in: u64,
     /// Issue time.
     pub issued_at: OffsetDateTime,
+    /// The key that signed it.
+    pub key: KeyEpoch,
+}
+
+/// Which key signs: the load of the keys directory (any change to the key
+/// files, a rotation or a publication, makes a new one) and the key's place in
+/// it. Two tokens with equal epochs were signed by the same key under the same
+/// published set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEpoch {
+    /// Number of the load of the keys directory.
+    pub load: u64,
+    /// Index of the signing key in that load.
+    pub index: usize,
 }
 
 /// Names and modification times of the key files, to notice changes cheaply.
@@ -116,13 +130,15 @@ fn dir_stamp(dir: &Path) -> DirStamp {
 /// A key set with its encoded JOSE headers, per key (outer) and service (inner).
 #[derive(Debug)]
 struct Loaded {
+    /// Number of this load (the first is 1).
+    number: u64,
     keys: Arc<KeySet>,
     headers: Vec<Vec<String>>,
     stamp: DirStamp,
 }
 
 impl Loaded {
-    fn new(keys: KeySet, services: &[ServiceConfig]) -> Self {
+    fn new(number: u64, keys: KeySet, services: &[ServiceConfig]) -> Self {
         let headers = keys
             .keys
             .iter()
@@ -130,6 +146,7 @@ impl Loaded {
             .collect();
         let stamp = dir_stamp(&keys.dir);
         Loaded {
+            number,
             keys: Arc::new(keys),
             headers,
             stamp,
@@ -143,6 +160,8 @@ pub struct Signer {
     loaded: RwLock<Arc<Loaded>>,
     /// Unix time of the last look at the keys directory.
     checked_at: AtomicI64,
+    /// Loads of the keys directory so far.
+    loads: AtomicU64,
     services: Vec<ServiceConfig>,
     issuer: String,
     ttl: Duration,
@@ -205,8 +224,9 @@ impl Signer {
     /// Creates a signer over `keys` for the services in `config`.
     pub fn new(keys: KeySet, config: &Config) -> Self {
         Signer {
-            loaded: RwLock::new(Arc::new(Loaded::new(keys, &config.services))),
+            loaded: RwLock::new(Arc::new(Loaded::new(1, keys, &config.services))),
             checked_at: AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()),
+            loads: AtomicU64::new(1),
             services: config.services.clone(),
             issuer: config.issuer.clone(),
             ttl: config.token_ttl,
@@ -269,9 +289,25 @@ impl Signer {
         }
         let keys = KeySet::load(&current.keys.dir)?;
         keys.active(now)?;
-        let next = Arc::new(Loaded::new(keys, &self.services));
+        let number = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
+        let next = Arc::new(Loaded::new(number, keys, &self.services));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(true)
+    }
+
+    /// The key that signs at `now` and its algorithm (after a look at the keys
+    /// directory when due); `None` when no key can sign.
+    pub fn signing_key(&self, now: OffsetDateTime) -> Option<(KeyEpoch, Algorithm)> {
+        let loaded = self.current(now);
+        let index = loaded.keys.active_index(now)?;
+        let alg = loaded.keys.keys[index].alg;
+        Some((
+            KeyEpoch {
+                load: loaded.number,
+                index,
+            },
+            alg,
+        ))
     }
 
     /// Index of a configured service, or an error for an unknown one.
@@ -336,6 +372,10 @@ impl Signer {
             token,
             expires_in: self.ttl.as_secs(),
             issued_at: now,
+            key: KeyEpoch {
+                load: loaded.number,
+                index: key_idx,
+            },
         })
     }
 }
