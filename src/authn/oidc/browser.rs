@@ -247,14 +247,10 @@ impl Oidc {
             return Err(OidcError::Rejected("missing or oversized code".into()));
         }
         let tokens = p
-            .grant(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", &pending.redirect_uri),
-                ("code_verifier", &pending.verifier),
-            ])
+            .code_grant(code, &pending.verifier, &pending.redirect_uri)
             .await?;
-        let Some(id_token) = tokens.id_token.as_deref() else {
+        let id_token = tokens.id_token.as_ref().map(ToString::to_string);
+        let Some(id_token) = id_token.as_deref() else {
             return Err(OidcError::Rejected("provider returned no ID token".into()));
         };
         let client = [p.cfg.client_id.clone()];
