@@ -36,7 +36,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::jwt::{self, Expect, FederatedUser};
+use super::jwt::{self, FederatedUser};
 use super::seal::{self, random_string};
 use super::{Oidc, OidcError, Provider};
 use crate::authn::machine::secret_hash;
@@ -246,24 +246,12 @@ impl Oidc {
         let tokens = p
             .code_grant(code, &pending.verifier, &pending.redirect_uri)
             .await?;
-        let id_token = tokens.id_token.as_ref().map(ToString::to_string);
-        let Some(id_token) = id_token.as_deref() else {
+        let Some(id_token) = tokens.id_token.as_ref() else {
             return Err(OidcError::Rejected("provider returned no ID token".into()));
         };
-        let client = [p.cfg.client_id.clone()];
-        let issuer = p.issuer().await?;
-        let expect = Expect {
-            issuer: &issuer,
-            audiences: &client,
-            authorized_party: None,
-            typ: &["ID"],
-            nonce: Some(&pending.nonce),
-            now,
-        };
-        let id_claims = p.verify(id_token, &expect).await?;
+        let id_sub = p.verify_id_token(id_token, &pending.nonce, now).await?;
         let user = p.user_from_access_token(&tokens.access_token, now).await?;
-        let id_sub = id_claims.get("sub").and_then(|v| v.as_str());
-        if id_sub.is_some_and(|s| s != user.subject) {
+        if id_sub != user.subject {
             return Err(OidcError::Rejected(
                 "ID token and access token name different users".into(),
             ));

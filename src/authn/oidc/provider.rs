@@ -417,6 +417,21 @@ impl Provider {
         Ok(self.metadata().await?.issuer.clone())
     }
 
+    /// Verifies an ID token from this provider's browser flow (see
+    /// [`jwt::verify_id_token`]); returns its `sub`.
+    pub async fn verify_id_token(
+        &self,
+        token: &CoreIdToken,
+        nonce: &str,
+        now: i64,
+    ) -> Result<String, OidcError> {
+        let kid = jwt::peek(&token.to_string()).and_then(|p| p.kid);
+        let keys = self.keys_for(kid.as_deref()).await?;
+        let issuer = self.issuer().await?;
+        jwt::verify_id_token(token, &keys, &issuer, &self.cfg.client_id, nonce, now)
+            .map_err(OidcError::Token)
+    }
+
     /// Verifies an access token obtained by berth itself (grant responses): issuer,
     /// signature, expiry, and audience berth or authorized party berth.
     pub async fn user_from_access_token(
@@ -430,7 +445,6 @@ impl Provider {
             audiences: &self.cfg.audiences,
             authorized_party: Some(&self.cfg.client_id),
             typ: &["Bearer", "at+jwt"],
-            nonce: None,
             now,
         };
         let claims = self.verify(token, &expect).await?;
@@ -450,7 +464,6 @@ impl Provider {
             audiences: &self.cfg.audiences,
             authorized_party: None,
             typ: &["Bearer", "at+jwt"],
-            nonce: None,
             now,
         };
         let claims = self.verify(token, &expect).await?;
