@@ -6,7 +6,7 @@ use std::io::BufRead;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::robot::date;
@@ -132,14 +132,7 @@ async fn check(p: &Provider, user: Option<&str>, pw: Option<&SecretString>) -> a
     if !p.cfg.password_grant {
         bail!("password_grant = false for this provider");
     }
-    let tokens = p
-        .grant(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", pw.expose_secret()),
-            ("scope", "openid"),
-        ])
-        .await?;
+    let tokens = p.password_grant(user, pw, false).await?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let u = p.user_from_access_token(&tokens.access_token, now).await?;
     println!("  password of {user}: accepted");

@@ -1,6 +1,11 @@
 //! The browser sign-in: authorization code flow with PKCE (S256), `state` and
 //! `nonce`, and the short server-side sessions of the sign-in page.
 //!
+//! The `openidconnect` crate builds the authorization URL (with its random
+//! `state`, `nonce` and PKCE verifier) and makes the code exchange; berth's own
+//! part is where the crate keeps nothing: carrying the flow between the two
+//! requests in a sealed cookie, so that any replica finishes what another began.
+//!
 //! Invariants: nothing is written before the provider has authenticated the
 //! user. A sign-in in progress (state, nonce, PKCE verifier) lives only in the
 //! browser's flow cookie, sealed (AES-256-GCM) under a key derived from the
@@ -22,13 +27,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use data_encoding::BASE64URL_NOPAD;
-use ring::digest::{digest, SHA256};
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, RedirectUrl, Scope};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::jwt::{self, Expect, FederatedUser};
+use super::jwt::{self, FederatedUser};
 use super::seal::{self, random_string};
 use super::{Oidc, OidcError, Provider};
 use crate::authn::machine::secret_hash;
@@ -136,11 +144,6 @@ fn flow_aad(provider: &str) -> Vec<u8> {
     [FLOW_AAD, provider.as_bytes()].concat()
 }
 
-/// PKCE S256 challenge of a verifier (RFC 7636 §4.2).
-pub fn pkce_challenge(verifier: &str) -> String {
-    BASE64URL_NOPAD.encode(digest(&SHA256, verifier.as_bytes()).as_ref())
-}
-
 impl Oidc {
     /// Providers offered on the sign-in page: `(name, display name)`.
     pub fn login_providers(&self) -> Vec<(String, String)> {
@@ -157,36 +160,30 @@ impl Oidc {
         let Some(p) = self.browser_provider(name) else {
             return Err(OidcError::Rejected(format!("no sign-in provider {name:?}")));
         };
-        let meta = p.metadata().await?;
-        let rand = |n| {
-            random_string(&self.rng, n).ok_or_else(|| OidcError::Internal("no randomness".into()))
-        };
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|e| OidcError::Internal(format!("redirect URI: {e}")))?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = p
+            .client()
+            .await?
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("offline_access".into()))
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect))
+            .url();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let state = rand(32)?;
         let pending = Pending {
             provider: p.cfg.name.clone(),
-            state: state.clone(),
-            nonce: rand(32)?,
-            verifier: rand(32)?,
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
             redirect_uri: redirect_uri.to_owned(),
             expires_at: now + secs(PENDING_TTL),
         };
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &p.cfg.client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("scope", "openid offline_access")
-            .append_pair("state", &state)
-            .append_pair("nonce", &pending.nonce)
-            .append_pair("code_challenge", &pkce_challenge(&pending.verifier))
-            .append_pair("code_challenge_method", "S256")
-            .finish();
-        let sep = if meta.authorization_endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let url = format!("{}{sep}{query}", meta.authorization_endpoint);
         // Nothing is stored: the flow travels in the browser's cookie, sealed.
         let json = serde_json::to_vec(&pending)
             .map_err(|e| OidcError::Internal(format!("encoding sign-in state: {e}")))?;
@@ -199,7 +196,7 @@ impl Oidc {
             .ok_or_else(|| OidcError::Internal("sealing failed".into()))?;
         let cookie = [salt.as_slice(), &sealed].concat();
         Ok(Started {
-            url,
+            url: url.into(),
             cookie: format!("{}.{}", p.cfg.name, BASE64URL_NOPAD.encode(&cookie)),
         })
     }
@@ -247,30 +244,14 @@ impl Oidc {
             return Err(OidcError::Rejected("missing or oversized code".into()));
         }
         let tokens = p
-            .grant(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", &pending.redirect_uri),
-                ("code_verifier", &pending.verifier),
-            ])
+            .code_grant(code, &pending.verifier, &pending.redirect_uri)
             .await?;
-        let Some(id_token) = tokens.id_token.as_deref() else {
+        let Some(id_token) = tokens.id_token.as_ref() else {
             return Err(OidcError::Rejected("provider returned no ID token".into()));
         };
-        let client = [p.cfg.client_id.clone()];
-        let issuer = p.issuer().await?;
-        let expect = Expect {
-            issuer: &issuer,
-            audiences: &client,
-            authorized_party: None,
-            typ: &["ID"],
-            nonce: Some(&pending.nonce),
-            now,
-        };
-        let id_claims = p.verify(id_token, &expect).await?;
+        let id_sub = p.verify_id_token(id_token, &pending.nonce, now).await?;
         let user = p.user_from_access_token(&tokens.access_token, now).await?;
-        let id_sub = id_claims.get("sub").and_then(|v| v.as_str());
-        if id_sub.is_some_and(|s| s != user.subject) {
+        if id_sub != user.subject {
             return Err(OidcError::Rejected(
                 "ID token and access token name different users".into(),
             ));
@@ -418,10 +399,14 @@ impl Oidc {
 
 #[cfg(test)]
 mod tests {
+    use openidconnect::{PkceCodeChallenge, PkceCodeVerifier};
+
+    /// The crate's S256 challenge is RFC 7636's (appendix B).
     #[test]
     fn pkce_rfc7636_appendix_b() {
+        let verifier = PkceCodeVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
         assert_eq!(
-            super::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            PkceCodeChallenge::from_code_verifier_sha256(&verifier).as_str(),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }

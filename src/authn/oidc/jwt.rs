@@ -1,6 +1,14 @@
 //! Offline verification of provider-issued JWTs against the provider's JWKS, and
 //! the mapping of verified claims to a federated user.
 //!
+//! The JWKS is read, and signatures are checked, with the `openidconnect`
+//! crate's JWK code; ID tokens (browser sign-in) are verified wholly by its
+//! verifier ([`verify_id_token`]). The claims of access tokens (from berth's own
+//! grants, or given as passwords) are checked here by hand: the crate verifies
+//! ID tokens and user-info answers only, and has no verifier for access tokens,
+//! their audiences and authorized party, or for refusing an ID token offered as
+//! one.
+//!
 //! Security invariants kept here:
 //! - only asymmetric algorithms are accepted (`none` and `HS*` never are: an HMAC
 //!   "signed" with the provider's public key must not verify);
@@ -10,12 +18,19 @@
 //!   caller, with a small leeway for clock skew;
 //! - tokens larger than [`MAX_TOKEN_LEN`] are refused before any decoding.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use data_encoding::BASE64URL_NOPAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+
+use openidconnect::core::{
+    CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKey, CoreJsonWebKeySet, CoreJsonWebKeyType,
+    CoreJsonWebKeyUse, CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    ClientId, IssuerUrl, JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeySet, JwsSigningAlgorithm,
+    Nonce, SignatureVerificationError,
+};
 
 use super::config::ProviderConfig;
 
@@ -44,111 +59,49 @@ pub enum VerifyError {
     Rejected(String),
 }
 
-struct Key {
-    key: DecodingKey,
-    algs: Vec<Algorithm>,
-}
-
-/// The signing keys a provider publishes.
-#[derive(Default)]
+/// The signing keys a provider publishes: its JWKS as the `openidconnect`
+/// crate reads it, less keys that cannot verify a signature (encryption keys,
+/// symmetric keys). Keys of types or algorithms the crate does not know are
+/// skipped, not fatal.
+#[derive(Debug, Default)]
 pub struct KeySet {
-    by_kid: HashMap<String, Key>,
-    unnamed: Vec<Key>,
-}
-
-impl std::fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet")
-            .field("kids", &self.by_kid.keys().collect::<Vec<_>>())
-            .field("unnamed", &self.unnamed.len())
-            .finish()
-    }
-}
-
-const RSA_ALGS: [Algorithm; 6] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
-
-fn key_algs(jwk: &Jwk) -> Vec<Algorithm> {
-    let family: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
-        AlgorithmParameters::EllipticCurve(p) => match p.curve {
-            EllipticCurve::P256 => vec![Algorithm::ES256],
-            EllipticCurve::P384 => vec![Algorithm::ES384],
-            _ => vec![],
-        },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            vec![Algorithm::EdDSA]
-        }
-        // Symmetric ("oct") keys never verify anything here.
-        _ => vec![],
-    };
-    match jwk.common.key_algorithm.as_ref().map(|a| a.to_string()) {
-        Some(named) => family
-            .into_iter()
-            .filter(|a| format!("{a:?}") == named)
-            .collect(),
-        None => family,
-    }
+    keys: Vec<CoreJsonWebKey>,
 }
 
 impl KeySet {
     /// Parses a JWKS document, keeping the signature keys it can use.
     pub fn from_json(body: &[u8]) -> Result<KeySet, String> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            keys: Vec<Value>,
-        }
-        let set: Raw = serde_json::from_slice(body)
+        let set: CoreJsonWebKeySet = serde_json::from_slice(body)
             .map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
-        let mut keys = KeySet::default();
-        // One by one: a key of a type this berth does not know (a new algorithm,
-        // an encryption key) is skipped instead of failing the whole set.
-        for jwk in set
-            .keys
-            .into_iter()
-            .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
-        {
-            let jwk = &jwk;
-            if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
-                continue;
-            }
-            let algs = key_algs(jwk);
-            if algs.is_empty() {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            let entry = Key { key, algs };
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    keys.by_kid.insert(kid.clone(), entry);
-                }
-                None => keys.unnamed.push(entry),
-            }
-        }
-        Ok(keys)
+        let keys = set
+            .keys()
+            .iter()
+            .filter(|k| {
+                k.key_use()
+                    .is_none_or(|u| *u == CoreJsonWebKeyUse::Signature)
+            })
+            .filter(|k| *k.key_type() != CoreJsonWebKeyType::Symmetric)
+            .filter(|k| !matches!(k.signing_alg(), JsonWebKeyAlgorithm::Unsupported))
+            .cloned()
+            .collect();
+        Ok(KeySet { keys })
     }
 
     /// Number of usable keys.
     pub fn len(&self) -> usize {
-        self.by_kid.len() + self.unnamed.len()
+        self.keys.len()
     }
 
     /// Whether no usable key was published.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.keys.is_empty()
     }
 
     /// Whether a key with this id is known.
     pub fn has(&self, kid: &str) -> bool {
-        self.by_kid.contains_key(kid)
+        self.keys
+            .iter()
+            .any(|k| k.key_id().is_some_and(|id| **id == kid))
     }
 }
 
@@ -205,35 +158,26 @@ pub struct Expect<'a> {
     pub authorized_party: Option<&'a str>,
     /// Accepted values of the `typ` claim when present (case-insensitive).
     pub typ: &'a [&'a str],
-    /// Required `nonce` (ID tokens from the browser flow).
-    pub nonce: Option<&'a str>,
     /// Unix seconds.
     pub now: i64,
 }
 
-fn header_alg(token: &str) -> Result<Algorithm, VerifyError> {
-    let h = token
-        .split('.')
-        .next()
-        .and_then(b64_json)
-        .ok_or(VerifyError::Malformed("header is not base64url JSON"))?;
+/// The header's `alg`, if it is an asymmetric signature algorithm.
+fn header_alg(header: &str) -> Result<CoreJwsSigningAlgorithm, VerifyError> {
+    let h = b64_json(header).ok_or(VerifyError::Malformed("header is not base64url JSON"))?;
     let alg = h
         .get("alg")
         .and_then(Value::as_str)
         .ok_or(VerifyError::Malformed("header has no alg"))?;
-    let parsed: Algorithm = alg
-        .parse()
-        .map_err(|_| VerifyError::Algorithm(alg.chars().take(16).collect()))?;
-    if matches!(
-        parsed,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    ) {
-        return Err(VerifyError::Algorithm(alg.to_owned()));
+    match serde_json::from_value::<CoreJwsSigningAlgorithm>(Value::from(alg)) {
+        Ok(a) if a != CoreJwsSigningAlgorithm::None && !a.uses_shared_secret() => Ok(a),
+        _ => Err(VerifyError::Algorithm(alg.chars().take(16).collect())),
     }
-    Ok(parsed)
 }
 
-/// Verifies signature and claims; returns the claims.
+/// Verifies signature and claims; returns the claims. The signature is checked
+/// with the crate's JWK code against the key the header's `kid` names (every
+/// key when it names none).
 pub fn verify(
     token: &str,
     keys: &KeySet,
@@ -242,41 +186,46 @@ pub fn verify(
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("token too large"));
     }
-    if token.split('.').count() != 3 {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(VerifyError::Malformed("not three dot-separated parts"));
-    }
-    let alg = header_alg(token)?;
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|_| VerifyError::Malformed("header does not parse"))?;
-    let candidates: Vec<&Key> = match &header.kid {
-        Some(kid) => match keys.by_kid.get(kid) {
+    };
+    let alg = header_alg(header)?;
+    let kid =
+        b64_json(header).and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
+    let candidates: Vec<&CoreJsonWebKey> = match &kid {
+        Some(kid) => match keys
+            .keys
+            .iter()
+            .find(|k| k.key_id().is_some_and(|id| **id == *kid))
+        {
             Some(k) => vec![k],
             None => return Err(VerifyError::UnknownKey(kid.chars().take(64).collect())),
         },
-        None => keys.unnamed.iter().chain(keys.by_kid.values()).collect(),
+        None => keys.keys.iter().collect(),
     };
-    let mut validation = Validation::new(alg);
-    validation.algorithms = vec![alg];
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
+    let sig = BASE64URL_NOPAD
+        .decode(sig.as_bytes())
+        .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
+    let message = &token.as_bytes()[..header.len() + 1 + payload.len()];
     let mut last = VerifyError::Rejected("no key for this algorithm".into());
-    let mut claims = None;
-    for key in candidates {
-        if !key.algs.contains(&alg) {
-            last = VerifyError::Algorithm(format!("{alg:?} for this key"));
-            continue;
-        }
-        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-            Ok(data) => {
-                claims = Some(data.claims);
-                break;
+    let verified = candidates.into_iter().any(|key| {
+        match key.verify_signature(&alg, message, &sig) {
+            Ok(()) => return true,
+            Err(SignatureVerificationError::CryptoError(e)) => {
+                last = VerifyError::Rejected(format!("signature: {e}"));
             }
-            Err(e) => last = VerifyError::Rejected(format!("signature: {e}")),
+            Err(_) => last = VerifyError::Algorithm(format!("{alg:?} for this key")),
         }
+        false
+    });
+    if !verified {
+        return Err(last);
     }
-    let claims = claims.ok_or(last)?;
+    let claims =
+        b64_json(payload).ok_or(VerifyError::Malformed("payload is not base64url JSON"))?;
     check_claims(&claims, expect)?;
     Ok(claims)
 }
@@ -350,20 +299,68 @@ fn check_claims(claims: &Map<String, Value>, e: &Expect<'_>) -> Result<(), Verif
             return rejected("wrong token type");
         }
     }
-    let wants_id_token = e.typ.iter().any(|t| t.eq_ignore_ascii_case("ID"));
-    if !wants_id_token && is_id_token(claims) {
+    if is_id_token(claims) {
         return rejected("an ID token is not an access token");
     }
-    if let Some(nonce) = e.nonce {
-        let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            got.as_bytes(),
-            nonce.as_bytes(),
-        )) {
-            return rejected("wrong nonce");
-        }
-    }
     Ok(())
+}
+
+/// Signature algorithms an ID token may use: asymmetric ones only.
+const ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// Verifies an ID token of the browser flow with the `openidconnect` crate:
+/// signature (asymmetric algorithms only), exact issuer, audience `client_id`,
+/// expiry and issue time with [`LEEWAY`] at `now`, and the `nonce` berth sent.
+/// A `typ` claim, when present, must be `ID`. Returns the token's `sub`.
+pub fn verify_id_token(
+    token: &CoreIdToken,
+    keys: &KeySet,
+    issuer: &str,
+    client_id: &str,
+    nonce: &str,
+    now: i64,
+) -> Result<String, VerifyError> {
+    let rejected = |m: String| VerifyError::Rejected(format!("ID token: {m}"));
+    let issuer = IssuerUrl::new(issuer.to_owned()).map_err(|e| rejected(e.to_string()))?;
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+    let verifier = CoreIdTokenVerifier::new_public_client(
+        ClientId::new(client_id.to_owned()),
+        issuer,
+        JsonWebKeySet::new(keys.keys.clone()),
+    )
+    .set_allowed_algs(ID_TOKEN_ALGS)
+    // As for access tokens: `aud` must name berth, other audiences may be there.
+    .set_other_audience_verifier_fn(|_| true)
+    .set_time_fn(move || at(now - LEEWAY))
+    .set_issue_time_verifier_fn(move |iat| match iat.timestamp() > now + LEEWAY {
+        true => Err("issued in the future".into()),
+        false => Ok(()),
+    });
+    let claims = token
+        .claims(&verifier, &Nonce::new(nonce.to_owned()))
+        .map_err(|e| rejected(e.to_string()))?;
+    // The signature holds, so the payload's `typ` (which the crate does not
+    // read) is the provider's: an access token is not an ID token.
+    let raw = token.to_string();
+    let typ = raw.split('.').nth(1).and_then(b64_json);
+    match typ
+        .as_ref()
+        .and_then(|c| c.get("typ"))
+        .and_then(Value::as_str)
+    {
+        Some(t) if !t.eq_ignore_ascii_case("ID") => Err(rejected("wrong token type".into())),
+        _ => Ok(claims.subject().to_string()),
+    }
 }
 
 /// A federated user, as the provider's claims describe them.

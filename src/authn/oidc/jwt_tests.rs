@@ -13,6 +13,8 @@ use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 
+use openidconnect::core::CoreIdToken;
+
 use super::*;
 use crate::authn::oidc::config::{SecretSource, TokenUsername};
 
@@ -103,7 +105,6 @@ fn expect(auds: &[String]) -> Expect<'_> {
         audiences: auds,
         authorized_party: None,
         typ: &["Bearer"],
-        nonce: None,
         now: NOW,
     }
 }
@@ -179,13 +180,9 @@ fn id_tokens_are_not_access_tokens() {
             "{what}: {e}"
         );
     }
-    let id = Expect {
-        typ: &["ID"],
-        nonce: Some("n-1"),
-        ..expect(&a)
-    };
-    verify(&id_token(&|_| {}), &ks, &id).unwrap();
-    verify(&id_token(&|c| c["typ"] = json!("ID")), &ks, &id).unwrap();
+    let as_id = |t: String| verify_id_token(&t.parse().unwrap(), &ks, ISS, "berth", "n-1", NOW);
+    as_id(id_token(&|_| {})).unwrap();
+    as_id(id_token(&|c| c["typ"] = json!("ID"))).unwrap();
     let mut access = claims();
     access["scope"] = json!("openid profile");
     access["nonce"] = json!("copied");
@@ -306,19 +303,49 @@ fn leeway_and_authorized_party() {
     verify(&t, &jwks(), &e).unwrap();
 }
 
+/// ID tokens of the browser flow, verified by the crate: the nonce berth sent,
+/// issuer, audience, expiry (with leeway), type, and the signature.
 #[test]
 fn nonce_is_checked() {
-    let a = auds();
     let mut c = claims();
     c["nonce"] = json!("n-1");
     c["typ"] = json!("ID");
-    let t = sign(&c, Some("k1"), 0);
-    let mut e = expect(&a);
-    e.typ = &["ID"];
-    e.nonce = Some("n-1");
-    verify(&t, &jwks(), &e).unwrap();
-    e.nonce = Some("n-2");
-    assert!(verify(&t, &jwks(), &e).is_err());
+    let check = |c: &Value, kid: Option<&str>, slot: usize, nonce: &str| {
+        let t: CoreIdToken = sign(c, kid, slot).parse().unwrap();
+        verify_id_token(&t, &jwks(), ISS, "berth", nonce, NOW)
+    };
+    assert_eq!(check(&c, Some("k1"), 0, "n-1").unwrap(), "u-1");
+    assert!(check(&c, Some("k1"), 0, "n-2").is_err(), "wrong nonce");
+    assert!(check(&c, Some("k1"), 1, "n-1").is_err(), "wrong key");
+    assert!(check(&c, Some("nope"), 0, "n-1").is_err(), "unknown kid");
+    let mut no_nonce = c.clone();
+    no_nonce.as_object_mut().unwrap().remove("nonce");
+    assert!(check(&no_nonce, Some("k1"), 0, "n-1").is_err(), "no nonce");
+    for (field, value) in [
+        ("iss", json!("https://evil.test/realms/acme")),
+        ("aud", json!("account")),
+        ("exp", json!(NOW - 31)),
+        ("iat", json!(NOW + 3600)),
+        ("typ", json!("Bearer")),
+    ] {
+        let mut bad = c.clone();
+        bad[field] = value;
+        let e = check(&bad, Some("k1"), 0, "n-1").unwrap_err();
+        assert!(matches!(e, VerifyError::Rejected(_)), "{field}: {e}");
+    }
+    let mut skewed = c.clone();
+    skewed["exp"] = json!(NOW - 10);
+    check(&skewed, Some("k1"), 0, "n-1").unwrap();
+    // HS256 keyed with the public key, and alg none: never an ID token.
+    let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some("k1".into());
+    let key = EncodingKey::from_secret(rsa_key(0).public_pem.as_bytes());
+    let hs: CoreIdToken = encode(&h, &c, &key).unwrap().parse().unwrap();
+    assert!(verify_id_token(&hs, &jwks(), ISS, "berth", "n-1", NOW).is_err());
+    let none = raw_token(json!({"alg": "none"}), &c, b"");
+    if let Ok(t) = none.parse::<CoreIdToken>() {
+        assert!(verify_id_token(&t, &jwks(), ISS, "berth", "n-1", NOW).is_err());
+    }
 }
 
 #[test]

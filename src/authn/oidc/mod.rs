@@ -248,18 +248,8 @@ impl Oidc {
         if let Some(hit) = cache.and_then(|c| c.get(&key)) {
             return Ok(hit);
         }
-        let scope = if p.cfg.offline_sessions {
-            "openid offline_access"
-        } else {
-            "openid"
-        };
         let tokens = p
-            .grant(&[
-                ("grant_type", "password"),
-                ("username", username),
-                ("password", password.expose_secret()),
-                ("scope", scope),
-            ])
+            .password_grant(username, password, p.cfg.offline_sessions)
             .await?;
         let user = p.user_from_access_token(&tokens.access_token, now).await?;
         let login = FederatedLogin {

@@ -1,15 +1,30 @@
-//! One OpenID provider: discovery, the JWKS cache and calls to the token endpoint.
+//! One OpenID provider: discovery, the JWKS cache and token verification.
 //!
-//! Every call has the provider's timeout. Discovery and keys are fetched lazily
-//! (berth starts while the provider is down), kept, and refreshed hourly; an
-//! unknown `kid` refetches the JWKS at most once per `jwks_min_refetch`. After a
-//! transport failure the provider is treated as down for [`DOWN_BACKOFF`]: calls
-//! fail at once instead of piling up on a dead or slow provider.
+//! Grants (password, refresh token, authorization code) go through the
+//! `openidconnect` client ([`grant`]), whose HTTP goes through
+//! [`Provider::send`]: berth's reqwest client with the provider's timeout and CA
+//! file, a 1 MiB cap on answers, and the down-provider back-off. Hand-written
+//! here, because the crate does not reach it:
+//! - the discovery document is read into berth's own few fields. The crate's
+//!   discovery insists on fields berth never uses (`response_types_supported`,
+//!   …), holds the issuer to the configured one byte for byte (berth allows a
+//!   trailing slash, then holds tokens to the provider's own spelling), and
+//!   fetches the JWKS with every discovery, which would defeat the refetch
+//!   policy below;
+//! - the JWKS refetch policy: discovery and keys are fetched lazily (berth starts
+//!   while the provider is down), kept, and refreshed hourly; an unknown `kid`
+//!   refetches the JWKS at most once per `jwks_min_refetch`;
+//! - telling 401 from 503: after a transport failure or a 5xx the provider is
+//!   treated as down for [`DOWN_BACKOFF`] (calls fail at once instead of piling
+//!   up on a dead or slow provider); see [`grant`] for the token endpoint's
+//!   answers.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use secrecy::{ExposeSecret, SecretString};
+use openidconnect::core::CoreIdToken;
+use openidconnect::http::header::ACCEPT;
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -17,12 +32,16 @@ use super::config::{ProviderConfig, SecretSource};
 use super::jwt::{self, Expect, FederatedUser, KeySet};
 use super::OidcError;
 
+#[path = "grant.rs"]
+pub mod grant;
+pub use grant::{Client, HttpError, TokenSet};
+
 /// How long a provider that failed at the transport level is not called again.
 pub const DOWN_BACKOFF: Duration = Duration::from_secs(2);
 /// Discovery and JWKS are refreshed this often even without an unknown `kid`.
 const META_TTL: Duration = Duration::from_secs(3600);
 /// Largest response body read from a provider.
-const MAX_BODY: usize = 1024 * 1024;
+pub(super) const MAX_BODY: usize = 1024 * 1024;
 
 /// The endpoints discovery tells.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,32 +57,6 @@ pub struct Metadata {
     /// Logout, if offered.
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
-}
-
-/// Tokens from the token endpoint.
-pub struct TokenSet {
-    /// Access token (a JWT at Keycloak).
-    pub access_token: String,
-    /// ID token, when `openid` was asked for.
-    pub id_token: Option<String>,
-    /// Refresh token, if the provider gave one.
-    pub refresh_token: Option<SecretString>,
-}
-
-#[derive(Deserialize)]
-struct RawTokens {
-    access_token: String,
-    #[serde(default)]
-    id_token: Option<String>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
 }
 
 struct Cached<T> {
@@ -164,61 +157,23 @@ impl Provider {
         OidcError::Unavailable(format!("provider {}: {what}", self.cfg.name))
     }
 
-    fn check_down(&self) -> Result<(), OidcError> {
-        let down = self.down_until.lock().map(|g| *g).unwrap_or(None);
-        match down {
-            Some(t) if Instant::now() < t => {
-                Err(self.unavailable("down (recent failure), not called"))
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn mark(&self, up: bool) {
         if let Ok(mut g) = self.down_until.lock() {
             *g = (!up).then(|| Instant::now() + DOWN_BACKOFF);
         }
     }
 
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, OidcError> {
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY {
-                        return Err(self.unavailable("response larger than 1 MiB"));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(e) => {
-                    self.mark(false);
-                    return Err(self.unavailable(format!("reading response: {e}")));
-                }
-            }
-        }
-    }
-
-    /// GET a JSON document; transport failures and non-2xx mark the provider down.
+    /// GET a JSON document; anything but a 2xx is unavailable.
     async fn get_json(&self, url: &str) -> Result<Vec<u8>, OidcError> {
-        self.check_down()?;
-        let resp = match self.http.get(url).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.mark(false);
-                return Err(self.unavailable(format!("GET {url}: {e}")));
-            }
-        };
-        let status = resp.status();
-        let body = self.read_body(resp).await?;
-        if !status.is_success() {
-            if status.is_server_error() {
-                self.mark(false);
-            }
-            return Err(self.unavailable(format!("GET {url}: HTTP {status}")));
+        let req = openidconnect::http::Request::get(url)
+            .header(ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| self.unavailable(format!("GET {url}: {e}")))?;
+        let resp = self.send(req).await.map_err(|e| self.unavailable(e))?;
+        if !resp.status().is_success() {
+            return Err(self.unavailable(format!("GET {url}: HTTP {}", resp.status())));
         }
-        self.mark(true);
-        Ok(body)
+        Ok(resp.into_body())
     }
 
     fn cached_meta(&self, fresh_only: bool) -> Option<Arc<Metadata>> {
@@ -369,6 +324,21 @@ impl Provider {
         Ok(self.metadata().await?.issuer.clone())
     }
 
+    /// Verifies an ID token from this provider's browser flow (see
+    /// [`jwt::verify_id_token`]); returns its `sub`.
+    pub async fn verify_id_token(
+        &self,
+        token: &CoreIdToken,
+        nonce: &str,
+        now: i64,
+    ) -> Result<String, OidcError> {
+        let kid = jwt::peek(&token.to_string()).and_then(|p| p.kid);
+        let keys = self.keys_for(kid.as_deref()).await?;
+        let issuer = self.issuer().await?;
+        jwt::verify_id_token(token, &keys, &issuer, &self.cfg.client_id, nonce, now)
+            .map_err(OidcError::Token)
+    }
+
     /// Verifies an access token obtained by berth itself (grant responses): issuer,
     /// signature, expiry, and audience berth or authorized party berth.
     pub async fn user_from_access_token(
@@ -382,7 +352,6 @@ impl Provider {
             audiences: &self.cfg.audiences,
             authorized_party: Some(&self.cfg.client_id),
             typ: &["Bearer", "at+jwt"],
-            nonce: None,
             now,
         };
         let claims = self.verify(token, &expect).await?;
@@ -402,75 +371,10 @@ impl Provider {
             audiences: &self.cfg.audiences,
             authorized_party: None,
             typ: &["Bearer", "at+jwt"],
-            nonce: None,
             now,
         };
         let claims = self.verify(token, &expect).await?;
         jwt::user_from_claims(&self.cfg, &claims).map_err(OidcError::Token)
-    }
-
-    /// POSTs a grant to the token endpoint.
-    pub async fn grant(&self, params: &[(&str, &str)]) -> Result<TokenSet, OidcError> {
-        let meta = self.metadata().await?;
-        self.check_down()?;
-        let mut form: Vec<(&str, &str)> = params.to_vec();
-        form.push(("client_id", &self.cfg.client_id));
-        form.push(("client_secret", self.secret.expose_secret()));
-        let resp = match self
-            .http
-            .post(&meta.token_endpoint)
-            .form(&form)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                self.mark(false);
-                // reqwest's error text names the URL, never the form.
-                return Err(self.unavailable(format!("token endpoint: {e}")));
-            }
-        };
-        let status = resp.status();
-        let body = self.read_body(resp).await?;
-        if status.is_server_error() {
-            self.mark(false);
-            return Err(self.unavailable(format!("token endpoint: HTTP {status}")));
-        }
-        self.mark(true);
-        if status.is_success() {
-            let raw: RawTokens = serde_json::from_slice(&body).map_err(|_| {
-                self.unavailable(format!(
-                    "token endpoint answered {status} with a body that is not a token response"
-                ))
-            })?;
-            return Ok(TokenSet {
-                access_token: raw.access_token,
-                id_token: raw.id_token,
-                refresh_token: raw.refresh_token.map(SecretString::from),
-            });
-        }
-        let err: RawError = serde_json::from_slice(&body).map_err(|_| {
-            self.unavailable(format!(
-                "token endpoint answered {status} with a body that is not an OAuth error"
-            ))
-        })?;
-        let detail: String = format!(
-            "{}: {}",
-            err.error,
-            err.error_description.unwrap_or_default()
-        )
-        .chars()
-        .take(200)
-        .collect();
-        match err.error.as_str() {
-            // The user's credentials, code or session: their problem.
-            "invalid_grant" | "invalid_token" | "access_denied" => Err(OidcError::Rejected(detail)),
-            // berth's client is misconfigured: nobody can fix it by retyping.
-            _ => Err(OidcError::Config(format!(
-                "provider {}: token endpoint refused berth's client ({detail})",
-                self.cfg.name
-            ))),
-        }
     }
 }
 

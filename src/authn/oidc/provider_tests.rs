@@ -114,7 +114,6 @@ async fn verify(p: &Provider, token: &str) -> Result<(), OidcError> {
         audiences: &auds,
         authorized_party: None,
         typ: &["Bearer"],
-        nonce: None,
         now: 1_700_000_000,
     };
     p.verify(token, &e).await.map(|_| ())

@@ -58,12 +58,7 @@ impl Oidc {
         idp_refresh: &SecretString,
         now: i64,
     ) -> Result<(FederatedUser, SecretString), OidcError> {
-        let tokens = p
-            .grant(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", idp_refresh.expose_secret()),
-            ])
-            .await?;
+        let tokens = p.refresh_grant(idp_refresh).await?;
         let user = p.user_from_access_token(&tokens.access_token, now).await?;
         if user.subject != subject {
             return Err(OidcError::Rejected(
