@@ -30,69 +30,8 @@ use ring::rand::SystemRandom;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-pub use crate::policy::{Identity, Kind};
 use crate::store::{Generation, Store, StoreError, UserRecord};
-
-/// A valid local account name: 1-64 of `[a-z0-9._-]`, starting and ending with a
-/// letter or digit (so `${account}/**` is always a valid repository prefix).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Username(String);
-
-impl Username {
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The local account a federated or typed name would clash with: local
-    /// names are lowercase, and providers (or people typing) may capitalise, so
-    /// `Admin` from a provider is the local `admin` for the clash rule, and a
-    /// password typed for `Admin` is never sent to a provider while `admin`
-    /// is local. `None` when no local account could have this name.
-    pub fn clash_form(name: &str) -> Option<Username> {
-        Username::from_str(&name.to_ascii_lowercase()).ok()
-    }
-}
-
-impl fmt::Display for Username {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Username {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok_char =
-            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
-        let edge =
-            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if s.is_empty()
-            || s.len() > 64
-            || !s.chars().all(ok_char)
-            || !edge(s.chars().next())
-            || !edge(s.chars().last())
-        {
-            return Err(format!(
-                "invalid username {:?}: use 1-64 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
-                s.chars().take(64).collect::<String>()
-            ));
-        }
-        Ok(Username(s.to_owned()))
-    }
-}
-
-/// Validates a group name: 1-128 printable characters without spaces or commas.
-pub fn parse_group(s: &str) -> Result<String, String> {
-    if s.is_empty()
-        || s.len() > 128
-        || s.chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == ',')
-    {
-        return Err(format!("invalid group name {s:?}"));
-    }
-    Ok(s.to_owned())
-}
+pub use crate::types::{parse_group, Identity, Kind, Username};
 
 /// Why authentication failed.
 #[derive(Debug, thiserror::Error)]

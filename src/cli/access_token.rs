@@ -6,10 +6,10 @@ use time::OffsetDateTime;
 
 use super::robot::date;
 use crate::authn::machine::{new_secret, ACCESS_TOKEN_PREFIX};
-use crate::authn::Username;
 use crate::config::{parse_duration, Config};
 use crate::policy::limit::Limit;
 use crate::store::Store;
+use crate::types::Username;
 
 fn parse_token_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()

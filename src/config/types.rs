@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use crate::types::KeyIdMode;
 
 /// Where berth keeps its state.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,44 +61,6 @@ impl std::fmt::Display for Database {
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Database({self})")
-    }
-}
-
-/// How the signing key is named in the JWT header for one service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyIdMode {
-    /// `kid` is the libtrust key ID (distribution 2.x).
-    #[default]
-    Libtrust,
-    /// `kid` is the RFC 7638 JWK thumbprint (distribution 3.x with a JWKS file).
-    Thumbprint,
-    /// The header carries the certificate chain in `x5c`.
-    X5c,
-}
-
-impl KeyIdMode {
-    /// The name used in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Libtrust => "libtrust",
-            Self::Thumbprint => "thumbprint",
-            Self::X5c => "x5c",
-        }
-    }
-}
-
-impl std::str::FromStr for KeyIdMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "libtrust" => Ok(Self::Libtrust),
-            "thumbprint" => Ok(Self::Thumbprint),
-            "x5c" => Ok(Self::X5c),
-            other => Err(format!(
-                "unknown key id mode {other:?} (expected libtrust, thumbprint or x5c)"
-            )),
-        }
     }
 }
 

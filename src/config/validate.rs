@@ -248,7 +248,7 @@ fn sign_in(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
             && !prefix.contains(':')
             && !prefix.chars().any(|c| c.is_control() || c.is_whitespace())
             // A prefix a local username could start with would let a user pose as a robot.
-            && prefix.parse::<crate::authn::Username>().is_err()
+            && prefix.parse::<crate::types::Username>().is_err()
             && prefix.chars().any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c)));
         if !prefix_ok {
             return Err(invalid(

@@ -17,73 +17,14 @@ pub mod testfile;
 pub mod who_can;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::net::IpAddr;
 
 use pattern::{Bindings, Pattern};
 
 use crate::scope::Scope;
 
+pub use crate::types::{Identity, Kind};
 pub use load::{load_dir, PolicyError};
-
-/// What kind of principal an identity is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A local user.
-    User,
-    /// A machine account.
-    Robot,
-    /// No credentials.
-    Anonymous,
-    /// A user from an external identity provider.
-    Federated,
-    /// A user from an LDAP or Active Directory directory (`[[ldap]]`).
-    Directory,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::User => "user",
-            Kind::Robot => "robot",
-            Kind::Anonymous => "anonymous",
-            Kind::Federated => "federated",
-            Kind::Directory => "directory",
-        })
-    }
-}
-
-/// Who is asking, as far as policy is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Account name; empty for anonymous.
-    pub subject: String,
-    /// Principal kind.
-    pub kind: Kind,
-    /// Group names.
-    pub groups: Vec<String>,
-    /// Which backend authenticated it (`local`, `refresh`, `anonymous`, …).
-    pub via: &'static str,
-}
-
-impl Identity {
-    /// The anonymous identity.
-    pub fn anonymous() -> Self {
-        Identity {
-            subject: String::new(),
-            kind: Kind::Anonymous,
-            groups: Vec::new(),
-            via: "anonymous",
-        }
-    }
-
-    /// The account policy sees: the subject, except for anonymous identities
-    /// and an empty subject, which have none.
-    pub fn account(&self) -> Option<&str> {
-        (self.kind != Kind::Anonymous && !self.subject.is_empty()).then_some(self.subject.as_str())
-    }
-}
 
 /// The context of one token request.
 #[derive(Debug, Clone, Copy)]

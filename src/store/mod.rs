@@ -32,8 +32,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-use crate::authn::Username;
 use crate::config::Database;
+use crate::types::Username;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{Store, StoreError, UserRecord};
-use crate::authn::Username;
+use crate::types::Username;
 
 /// An access token as stored, with its owner.
 #[derive(Clone)]

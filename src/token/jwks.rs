@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::keys::SigningKey;
 use super::public::PublicKey;
-use crate::config::KeyIdMode;
+use crate::types::KeyIdMode;
 
 /// One JWK for `key`, with the given `kid`.
 pub fn jwk(key: &SigningKey, kid: &str) -> Value {

@@ -8,7 +8,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, KeyIdMode, ServiceConfig};
+use crate::config::{Config, ServiceConfig};
+use crate::types::KeyIdMode;
 
 use super::keys::Algorithm;
 use super::keyset::{BUNDLE_FILE, JWKS_FILE};

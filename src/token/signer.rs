@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 use super::jwks::kid_for;
 use super::keys::{Algorithm, KeyError, SigningKey};
 use super::keyset::KeySet;
-use crate::config::{Config, KeyIdMode, ServiceConfig};
+use crate::config::{Config, ServiceConfig};
+use crate::types::KeyIdMode;
 
 /// Seconds `nbf` is set before `iat`, so a registry whose clock runs a little
 /// behind still accepts a fresh token.

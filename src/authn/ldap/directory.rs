@@ -22,7 +22,7 @@ use super::conn::{budget, Lease, Pool};
 use super::entry::{self, STATUS_ATTRIBUTES};
 use super::escape::{self, fill_dn, fill_filter};
 use super::LdapError;
-use crate::authn::Username;
+use crate::types::Username;
 
 /// A user as the directory describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
 
-use crate::authn::Username;
 use crate::config::Config;
 use crate::policy::explain::explain;
 use crate::policy::load::Loaded;
 use crate::policy::{default, lint, load_dir, testfile, Identity, Kind, Request};
 use crate::scope::Scope;
 use crate::store::Store;
+use crate::types::Username;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {

@@ -202,7 +202,7 @@ async fn local_clash(state: &AppState, oidc: &Oidc, username: &str) -> bool {
     if oidc.name_conflict() != NameConflict::Refuse {
         return false;
     }
-    match crate::authn::Username::clash_form(username) {
+    match crate::types::Username::clash_form(username) {
         // A database failure refuses too: better no session than a wrong one.
         Some(name) => !matches!(state.auth.store().find_user(&name).await, Ok(None)),
         None => false,
