@@ -13,7 +13,9 @@
 //! `Config::default`, a check in its section of `validate`, and a line in
 //! `show` (a test fails until it is there).
 
+pub mod ldap;
 mod load;
+pub mod oidc;
 mod raw;
 mod show;
 mod types;
@@ -126,10 +128,10 @@ pub struct Config {
     /// (zero: every decision gets its own row).
     pub audit_fold_window: Duration,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
-    pub oidc: crate::authn::oidc::OidcSettings,
+    pub oidc: crate::config::oidc::OidcSettings,
     /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their
     /// place in the chain is `oidc.order`.
-    pub ldap: Vec<crate::authn::ldap::DirectoryConfig>,
+    pub ldap: Vec<crate::config::ldap::DirectoryConfig>,
     /// How long `berth key rotate` publishes a new key before it signs, so
     /// registries that read the bundle or JWKS file at start can be restarted.
     pub key_publish_delay: Duration,
@@ -234,7 +236,7 @@ impl Config {
     /// Warnings about the `[[oidc]]` and `[[ldap]]` secret files that the group
     /// or others may read (they are read when the provider is built).
     fn secret_file_warnings(&self) -> Vec<String> {
-        use crate::authn::oidc::config::SecretSource;
+        use crate::config::oidc::SecretSource;
         let files: Vec<PathBuf> = self
             .oidc
             .providers

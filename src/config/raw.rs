@@ -59,9 +59,9 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
     #[serde(default)]
-    pub oidc: Vec<crate::authn::oidc::config::RawProvider>,
+    pub oidc: Vec<crate::config::oidc::RawProvider>,
     #[serde(default)]
-    pub ldap: Vec<crate::authn::ldap::config::RawDirectory>,
+    pub ldap: Vec<crate::config::ldap::RawDirectory>,
     #[serde(default, deserialize_with = "list_or_commas")]
     pub auth_order: Option<Vec<String>>,
     pub name_conflict: Option<String>,

@@ -73,8 +73,8 @@ pub fn render(loaded: &Loaded) -> String {
     out
 }
 
-fn secret_line(key: &str, source: &crate::authn::oidc::config::SecretSource) -> String {
-    use crate::authn::oidc::config::SecretSource;
+fn secret_line(key: &str, source: &crate::config::oidc::SecretSource) -> String {
+    use crate::config::oidc::SecretSource;
     match source {
         SecretSource::File(p) => format!("{key}_file = {}", quote(&p.display().to_string())),
         SecretSource::Env(v) => format!("{key}_env = {}", quote(v)),
@@ -99,9 +99,9 @@ fn settings(c: &Config) -> Vec<(&'static str, Option<String>)> {
         .order
         .iter()
         .map(|b| match b {
-            crate::authn::oidc::Backend::Local => "local",
-            crate::authn::oidc::Backend::Oidc => "oidc",
-            crate::authn::oidc::Backend::Ldap => "ldap",
+            crate::config::oidc::Backend::Local => "local",
+            crate::config::oidc::Backend::Oidc => "oidc",
+            crate::config::oidc::Backend::Ldap => "ldap",
         })
         .collect();
     let proxies: Vec<String> = c
@@ -180,8 +180,8 @@ fn settings(c: &Config) -> Vec<(&'static str, Option<String>)> {
         (
             "name_conflict",
             Some(quote(match c.oidc.name_conflict {
-                crate::authn::oidc::NameConflict::Refuse => "refuse",
-                crate::authn::oidc::NameConflict::Allow => "allow",
+                crate::config::oidc::NameConflict::Refuse => "refuse",
+                crate::config::oidc::NameConflict::Allow => "allow",
             })),
         ),
     ]

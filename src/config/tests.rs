@@ -135,7 +135,7 @@ fn every_key_has_its_variable() {
     assert_eq!(c.credential_cache_size, 5);
     assert_eq!(c.edge.max_connections, 1000);
     assert_eq!(c.trusted_proxies.len(), 2);
-    use crate::authn::oidc::{Backend, NameConflict};
+    use crate::config::oidc::{Backend, NameConflict};
     assert_eq!(c.oidc.order, vec![Backend::Ldap, Backend::Local]);
     assert_eq!(c.oidc.name_conflict, NameConflict::Allow);
 }

@@ -408,12 +408,12 @@ fn services(raw: Vec<RawService>, env: &dyn Env, c: &mut Config) -> Result<(), C
 
 /// `[[oidc]]` and `[[ldap]]`, and their place in the authentication chain.
 fn identity(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
-    c.oidc = crate::authn::oidc::config::validate(
+    c.oidc = crate::config::oidc::validate(
         std::mem::take(&mut raw.oidc),
         raw.auth_order.take(),
         raw.name_conflict.take(),
     )?;
-    c.ldap = crate::authn::ldap::config::validate(std::mem::take(&mut raw.ldap), &c.oidc.order)?;
+    c.ldap = crate::config::ldap::validate(std::mem::take(&mut raw.ldap), &c.oidc.order)?;
     Ok(())
 }
 
@@ -480,7 +480,7 @@ impl Default for Config {
             audit_queue: 50_000,
             audit_required: false,
             audit_fold_window: Duration::from_secs(60),
-            oidc: crate::authn::oidc::OidcSettings::default(),
+            oidc: crate::config::oidc::OidcSettings::default(),
             ldap: Vec::new(),
             key_publish_delay: Duration::from_secs(3600),
             metrics_listen: None,

@@ -13,7 +13,7 @@
 //! (503 "the directory is unavailable"); only a refused user bind, an unknown
 //! name or a switched-off account gives a refusal (401).
 
-pub mod config;
+pub use crate::config::ldap as config;
 mod conn;
 pub mod directory;
 pub mod entry;

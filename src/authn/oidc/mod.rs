@@ -13,7 +13,7 @@
 //! provider's explicit "no" or an invalid token gives a refusal (401).
 
 pub mod browser;
-pub mod config;
+pub use crate::config::oidc as config;
 pub mod jwt;
 pub mod pat;
 pub mod provider;

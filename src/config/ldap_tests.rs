@@ -181,7 +181,7 @@ impl crate::config::Env for NoEnv {
 #[test]
 fn the_example_configuration_is_valid() {
     let path = std::path::Path::new("examples/ldap/berth.toml");
-    let text = include_str!("../../../examples/ldap/berth.toml");
+    let text = include_str!("../../examples/ldap/berth.toml");
     let c = crate::config::Config::from_toml(path, text, &NoEnv).unwrap();
     assert_eq!(c.ldap.len(), 1);
     assert_eq!(c.ldap[0].urls.len(), 2);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{parse_duration, ConfigError};
+use super::{parse_duration, ConfigError};
 
 /// One `[[oidc]]` table as written.
 #[derive(Debug, Default, Deserialize)]
