@@ -3,14 +3,17 @@
 
 The compatibility tests (tests/e2e/compat.rs, compat_clients*.rs) append one JSON
 object per cell to target/compat-results.jsonl. This script turns that file into
-the README section between the markers
+the section of docs/compatibility.md between the markers
 
     <!-- compat-table:start -->
     <!-- compat-table:end -->
 
-  compat-table.py               print the section
-  compat-table.py --write FILE  replace the section in FILE
-  compat-table.py --check FILE  exit 1 (with a diff) when FILE's section differs
+  compat-table.py                 print the section
+  compat-table.py --write [FILE]  replace the section in FILE (docs/compatibility.md)
+  compat-table.py --check [FILE]  exit 1 (with a diff) when FILE's section differs
+
+`cargo test --test policy_cli docs` checks that the page keeps both markers
+around a table; `scripts/test.sh` checks the table against the run (--check).
 
 It refuses to render from an incomplete run (a missing cell would silently
 drop a row), so run the whole matrix first: `cargo test --test e2e compat_`.
@@ -84,7 +87,7 @@ def render(cells):
             missing.append(" / ".join(key))
         return e
 
-    out = [START, "## Compatibility", ""]
+    out = [START, "# Compatibility", ""]
     out.append(
         "Produced by `scripts/compat-table.py` from the end-to-end run "
         "(`tests/e2e/compat*.rs`); `scripts/test.sh` fails when this section and the run disagree. "
@@ -102,7 +105,7 @@ def render(cells):
         "key header form, algorithm, clock skew)."
     )
     out.append("")
-    out.append("### Identity sources")
+    out.append("## Identity sources")
     out.append("")
     out.append("Every source below signs in through `docker login` and gets tokens by the same policy; `auth_order` sets the order they are tried in.")
     out.append("")
@@ -114,7 +117,7 @@ def render(cells):
     out.append("| LDAP | `[[ldap]]` | `directory` | OpenLDAP 2.5 (slapd) over StartTLS and ldaps |")
     out.append("| Active Directory | `[[ldap]]` with `active_directory = true` | `directory` | an AD-style schema in OpenLDAP (`sAMAccountName`, `userAccountControl`, `accountExpires`), not a Windows domain controller |")
     out.append("")
-    out.append("### Registries × signing keys")
+    out.append("## Registries × signing keys")
     out.append("")
     out.append(
         "Each ✓ is skopeo logging in, pushing, pulling, being refused a push to another "
@@ -134,7 +137,7 @@ def render(cells):
             marks.append(mark(get("keys", reg, trust, alg, mode, "skopeo")) or "?")
         out.append(f"| {reg} | `{trust}` | {mode} | " + " | ".join(marks) + " |")
     out.append("")
-    out.append("### Signing-key rotation (`berth key rotate`)")
+    out.append("## Signing-key rotation (`berth key rotate`)")
     out.append("")
     out.append(
         "A new key is published at once and signs after the publish delay; the registry's "
@@ -148,7 +151,7 @@ def render(cells):
         restart = e.get("restart", "?") if e else "?"
         out.append(f"| {reg} | `{trust}` | {mode} | {restart} | {mark(e) or '?'} |")
     out.append("")
-    out.append("### Clients")
+    out.append("## Clients")
     out.append("")
     out.append(
         "Login, push, pull and a refused push, with the registry configured by exactly what "
@@ -206,8 +209,9 @@ def main():
         default=os.environ.get("BERTH_COMPAT_RESULTS", os.path.join(root, "target", "compat-results.jsonl")),
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--write", metavar="FILE")
-    g.add_argument("--check", metavar="FILE")
+    page = os.path.join(root, "docs", "compatibility.md")
+    g.add_argument("--write", metavar="FILE", nargs="?", const=page)
+    g.add_argument("--check", metavar="FILE", nargs="?", const=page)
     args = p.parse_args()
     if not os.path.exists(args.results):
         sys.exit(f"compat-table: {args.results} does not exist; run `cargo test --test e2e compat_` first")
@@ -216,7 +220,7 @@ def main():
         text = open(args.write, encoding="utf-8").read() if os.path.exists(args.write) else ""
         old = section(text)
         if old is None:
-            text = text.rstrip("\n") + ("\n\n" if text else "") + "## Compatibility\n\n" + table
+            text = text.rstrip("\n") + ("\n\n" if text else "") + table
         else:
             text = text.replace(old.rstrip("\n"), table.rstrip("\n"))
         with open(args.write, "w", encoding="utf-8") as f:

@@ -45,8 +45,8 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 BERTH_E2E=require RUST_BACKTRACE=1 cargo test --all-targets 2>&1 | tee "$results"
 
-step "README compatibility table matches this run (scripts/compat-table.py)"
-python3 scripts/compat-table.py --check README.md
+step "docs/compatibility.md table matches this run (scripts/compat-table.py)"
+python3 scripts/compat-table.py --check docs/compatibility.md
 
 step "policy tests and lint: policies/ and examples/policies/*/"
 # The shipped policy's own tests (policies/tests/*.toml), then every example's

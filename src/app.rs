@@ -415,7 +415,7 @@ pub fn startup_banner(config: &Config, boot: &Bootstrap) -> String {
     }
     if boot.generated_key.is_some() && generate::ca_online(&config.keys_dir) {
         out.push_str(&format!(
-            "berth's CA key is {}: registries that trust x5c headers trust it, and berth renews its signing certificates (30 days) with it. To keep it offline, move it to a safe place and run `berth key renew` there every few weeks (see \"Security model\" in the README).\n",
+            "berth's CA key is {}: registries that trust x5c headers trust it, and berth renews its signing certificates (30 days) with it. To keep it offline, move it to a safe place and run `berth key renew` there every few weeks (see docs/security.md).\n",
             config.keys_dir.join("ca.key").display()
         ));
     }

@@ -1,7 +1,9 @@
 //! `berth policy check|test|lint|who-can|diff`, run as the real binary: the
 //! shipped policy and examples pass their tests and lint clean, failures say
 //! what and why, bad policy files give a located error quickly instead of a
-//! panic or a hang, and the example policy repository's CI script runs.
+//! panic or a hang, and the example policy repository's CI script runs. Also
+//! the documentation: relative links and anchors resolve, and the generated
+//! compatibility table keeps its place (`docs.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +13,8 @@ mod bad_input;
 mod config_cli;
 #[path = "policy_cli/diff.rs"]
 mod diff;
+#[path = "policy_cli/docs.rs"]
+mod docs;
 #[path = "policy_cli/empty_dir.rs"]
 mod empty_dir;
 #[path = "policy_cli/policy_repo.rs"]

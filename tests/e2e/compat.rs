@@ -4,10 +4,10 @@
 //! Every cell runs real programs: berth, a registry (distribution 2.8 from
 //! Debian, distribution 3.x from `scripts/install-go-tools.sh`) and a client.
 //! Each cell's outcome is appended to the results file (see [`results_path`]);
-//! `scripts/compat-table.py` renders the README table from it. A cell passes when
-//! its outcome is the expected one, so a combination that stops working fails
-//! the test, and one that starts working too (then the expectation and the
-//! README are updated together).
+//! `scripts/compat-table.py` renders the table in `docs/compatibility.md` from
+//! it. A cell passes when its outcome is the expected one, so a combination
+//! that stops working fails the test, and one that starts working too (then
+//! the expectation and the page are updated together).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
