@@ -39,6 +39,9 @@ mod audit_erase;
 #[path = "http/reuse.rs"]
 mod reuse;
 
+#[path = "http/page_limits.rs"]
+mod page_limits;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};

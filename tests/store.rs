@@ -629,6 +629,11 @@ async fn federated(store: &Store) {
         owner: owner(subject, &["team-a"]),
         description: format!("laptop {subject} {created}"),
         actions: vec!["pull".into()],
+        limits: if created == 200 {
+            vec!["repository:team-a/app:pull".into()]
+        } else {
+            Vec::new()
+        },
         idp_refresh: vec![7; 40],
         created_at: created,
         expires_at: expires,
@@ -653,6 +658,9 @@ async fn federated(store: &Store) {
     assert_eq!(found.actions, ["pull"]);
     assert_eq!(found.description, "laptop sub-1 100");
     assert_eq!(found.last_used_at, None);
+    assert!(found.limits.is_empty());
+    let limited = store.find_oidc_token(&[12u8; 32]).await.unwrap().unwrap();
+    assert_eq!(limited.limits, ["repository:team-a/app:pull"]);
     let listed: Vec<i64> = store
         .list_oidc_tokens("kc", "sub-1")
         .await

@@ -169,9 +169,9 @@ impl Authenticator {
             user_id: None,
             identity: login.identity(),
             allowed_actions: login.allowed_actions.clone(),
+            limits: login.limits.clone(),
             federated: Some(Box::new(login)),
             directory: None,
-            limits: None,
         })
     }
 }

@@ -156,6 +156,25 @@ pub fn may_overlap(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether every name `pattern` matches is also matched by `granting` (both
+/// globs, placeholders already written out). Conservative: `true` only when a
+/// plain rule shows it, so a `false` may be wrong but a `true` never is:
+/// `pattern` is a plain name that `granting` matches, the same text, or begins
+/// with the literal head of a `granting` that ends in `**` (`team-a/**` covers
+/// `team-a/app`, `team-a/*` and `team-a/x/**`).
+pub fn covers(granting: &str, pattern: &str) -> bool {
+    let wild = |c: char| c == '*' || c == '?' || c == '$';
+    if granting == pattern {
+        return true;
+    }
+    if !pattern.contains(wild) {
+        return super::pattern::Pattern::compile(granting, false).is_ok_and(|g| g.matches(pattern));
+    }
+    granting
+        .strip_suffix("**")
+        .is_some_and(|head| !head.contains(wild) && pattern.starts_with(head))
+}
+
 /// Whether two single-component globs may match a common component: their
 /// literal heads must agree as far as both go, and so must their literal tails.
 fn components_may_meet(x: &str, y: &str) -> bool {

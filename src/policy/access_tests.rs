@@ -253,3 +253,32 @@ fn overlap_is_conservative() {
         assert!(!may_overlap(b, a), "{b} {a}");
     }
 }
+
+#[test]
+fn covering_is_decided_only_when_plain() {
+    for (g, p) in [
+        ("team-a/**", "team-a/app"),
+        ("team-a/**", "team-a/x/y"),
+        ("team-a/**", "team-a/*"),
+        ("team-a/**", "team-a/x/**"),
+        ("team-a/*", "team-a/app"),
+        ("team-a/*", "team-a/*"),
+        ("**", "anything/**"),
+        ("alice/**", "alice/**"),
+    ] {
+        assert!(covers(g, p), "{g} covers {p}");
+    }
+    for (g, p) in [
+        ("team-a/**", "team-b/app"),
+        ("team-a/**", "team-a"),
+        ("team-a/**", "team-*/app"),
+        ("team-a/**", "**"),
+        ("team-a/*", "team-a/x/y"),
+        ("team-a/app", "team-a/*"),
+        // Decidable in theory, refused by the plain rule: the user writes it narrower.
+        ("team-a/*", "team-a/app-*"),
+        ("team-a/**", "team-ab/app"),
+    ] {
+        assert!(!covers(g, p), "{g} does not cover {p}");
+    }
+}

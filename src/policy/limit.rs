@@ -62,6 +62,18 @@ impl fmt::Display for Limit {
     }
 }
 
+impl Limit {
+    /// The resource type, e.g. `repository`.
+    pub fn resource_type(&self) -> &str {
+        &self.resource_type
+    }
+
+    /// The name glob as written.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
 /// Keeps only the actions of `granted` that some limit covers for `scope`.
 pub fn restrict(limits: &[Limit], scope: &Scope, granted: &mut BTreeSet<String>) {
     let mut allowed = BTreeSet::new();

@@ -59,6 +59,9 @@ pub struct OidcTokenRecord {
     pub description: String,
     /// Actions the token may be granted at most.
     pub actions: Vec<String>,
+    /// Repository limits (`repository:NAME:ACTIONS`, the syntax of
+    /// [`crate::policy::limit::Limit`]); empty: limited by `actions` only.
+    pub limits: Vec<String>,
     /// Sealed provider refresh token.
     pub idp_refresh: Vec<u8>,
     /// Unix seconds.
@@ -77,6 +80,7 @@ impl std::fmt::Debug for OidcTokenRecord {
             .field("id", &self.id)
             .field("owner", &self.owner)
             .field("actions", &self.actions)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -109,11 +113,14 @@ fn session_from_row(row: &AnyRow) -> Result<OidcSessionRecord, sqlx::Error> {
 
 fn token_from_row(row: &AnyRow) -> Result<OidcTokenRecord, sqlx::Error> {
     let actions: String = row.try_get("actions")?;
+    let limits: String = row.try_get("limits")?;
     Ok(OidcTokenRecord {
         id: row.try_get("id")?,
         owner: owner_from_row(row)?,
         description: row.try_get("description")?,
         actions: serde_json::from_str(&actions).unwrap_or_default(),
+        // Unreadable limits fail closed: never an unlimited token.
+        limits: serde_json::from_str(&limits).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         idp_refresh: row.try_get("idp_refresh")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
@@ -123,7 +130,7 @@ fn token_from_row(row: &AnyRow) -> Result<OidcTokenRecord, sqlx::Error> {
 }
 
 const SESSION_COLUMNS: &str = "provider, subject, username, groups, service, idp_refresh, created_at, last_used_at, checked_at, expires_at";
-const TOKEN_COLUMNS: &str = "id, provider, subject, username, groups, description, actions, idp_refresh, created_at, expires_at, checked_at, last_used_at";
+const TOKEN_COLUMNS: &str = "id, provider, subject, username, groups, description, actions, limits, idp_refresh, created_at, expires_at, checked_at, last_used_at";
 
 impl Store {
     /// Stores a federated refresh session.
@@ -231,8 +238,8 @@ impl Store {
         rec: &OidcTokenRecord,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO oidc_tokens (token_hash, provider, subject, username, groups, description, actions, idp_refresh, created_at, expires_at, checked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            "INSERT INTO oidc_tokens (token_hash, provider, subject, username, groups, description, actions, limits, idp_refresh, created_at, expires_at, checked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(token_hash)
         .bind(&rec.owner.provider)
@@ -241,6 +248,7 @@ impl Store {
         .bind(json_list(&rec.owner.groups))
         .bind(&rec.description)
         .bind(json_list(&rec.actions))
+        .bind(json_list(&rec.limits))
         .bind(&rec.idp_refresh)
         .bind(rec.created_at)
         .bind(rec.expires_at)

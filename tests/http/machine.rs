@@ -801,6 +801,7 @@ async fn federated_holdings(db: TestDb) {
             owner: owner(provider, name),
             description: format!("laptop-{i}"),
             actions: vec!["pull".into(), "push".into()],
+            limits: Vec::new(),
             idp_refresh: vec![0xAB; 48],
             created_at: t - 100 + i64::try_from(i).unwrap(),
             expires_at: t + 86_400,

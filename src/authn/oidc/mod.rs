@@ -70,6 +70,9 @@ pub struct FederatedLogin {
     pub via: &'static str,
     /// Most actions a token may carry (tokens from the sign-in page).
     pub allowed_actions: Option<Vec<String>>,
+    /// Repository limits of a sign-in page token: tokens carry at most what
+    /// these cover, whatever the policy grants.
+    pub limits: Option<Arc<[crate::policy::limit::Limit]>>,
 }
 
 impl std::fmt::Debug for FederatedLogin {
@@ -258,6 +261,7 @@ impl Oidc {
             idp_refresh: tokens.refresh_token,
             via: "oidc",
             allowed_actions: None,
+            limits: None,
         };
         if let Some(c) = cache {
             c.insert(key, login.clone());
@@ -298,6 +302,7 @@ impl Oidc {
             idp_refresh: None,
             via: "oidc-token",
             allowed_actions: None,
+            limits: None,
         })
     }
 

@@ -1,6 +1,8 @@
 //! Tokens minted on the sign-in page: a federated user's docker password for
 //! machines and for users who sign in with SSO or MFA. Limited to some actions,
-//! expiring, listed and revoked on the page.
+//! and optionally to some repositories (limits in the syntax of
+//! `berth token create --limit`, applied at the token endpoint as for local
+//! access tokens), expiring, listed and revoked on the page.
 //!
 //! Each token keeps its own sealed copy of the provider's offline refresh token
 //! from the browser sign-in; on use, at most every `revalidate`, berth refreshes it:
@@ -15,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::seal;
 use super::session::{owner_of, user_of};
 use super::{FederatedLogin, FederatedUser, Oidc, OidcError, Provider};
+use crate::policy::limit::Limit;
 use crate::store::oidc::OidcTokenRecord;
 
 /// Prefix of sign-in page tokens, so secret scanners and berth recognise them.
@@ -23,6 +26,8 @@ pub const PREFIX: &str = "berth_oidc_";
 pub const ACTIONS: [&str; 3] = ["pull", "push", "delete"];
 /// Longest description kept.
 pub const MAX_DESCRIPTION: usize = 100;
+/// Most repository limits per token.
+pub const MAX_LIMITS: usize = 20;
 /// Most live tokens per user.
 pub const MAX_TOKENS_PER_USER: usize = 50;
 
@@ -40,6 +45,8 @@ pub struct NewToken {
     pub actions: Vec<String>,
     /// Lifetime in seconds.
     pub ttl: i64,
+    /// Repository limits; empty: limited by `actions` only.
+    pub limits: Vec<Limit>,
 }
 
 /// The owner of a sign-in page token, as the sign-in page knows them.
@@ -62,6 +69,11 @@ impl Oidc {
     ) -> Result<(SecretString, OidcTokenRecord), OidcError> {
         if req.actions.is_empty() || req.actions.iter().any(|a| !ACTIONS.contains(&a.as_str())) {
             return Err(OidcError::Rejected("unknown action".into()));
+        }
+        if req.limits.len() > MAX_LIMITS {
+            return Err(OidcError::Rejected(format!(
+                "at most {MAX_LIMITS} repository limits per token"
+            )));
         }
         let existing = self
             .store
@@ -87,6 +99,7 @@ impl Oidc {
             owner: owner_of(owner.provider, owner.user),
             description,
             actions: req.actions,
+            limits: req.limits.iter().map(ToString::to_string).collect(),
             idp_refresh: sealed,
             created_at: now,
             expires_at: now + req.ttl,
@@ -97,7 +110,7 @@ impl Oidc {
             .store
             .insert_oidc_token(&secret_hash(token.expose_secret()), &rec)
             .await?;
-        tracing::info!(provider = %owner.provider.cfg.name, user = %owner.user.username, token_id = rec.id, actions = ?rec.actions, "sign-in page token created");
+        tracing::info!(provider = %owner.provider.cfg.name, user = %owner.user.username, token_id = rec.id, actions = ?rec.actions, limits = ?rec.limits, "sign-in page token created");
         Ok((token, rec))
     }
 
@@ -153,6 +166,14 @@ impl Oidc {
                 rec.owner.provider
             )));
         };
+        // Limits that no longer parse fail closed: the token is refused.
+        let limits: Vec<Limit> = match rec.limits.iter().map(|l| l.parse()).collect() {
+            Ok(limits) => limits,
+            Err(e) => {
+                tracing::error!(token_id = rec.id, error = %e, "sign-in page token has unreadable limits; refused");
+                return Err(OidcError::Rejected("unreadable limits".into()));
+            }
+        };
         let mut user = user_of(&rec.owner);
         if now - rec.checked_at >= i64::try_from(p.cfg.revalidate.as_secs()).unwrap_or(300) {
             let Some(idp) = seal::open(token, &rec.idp_refresh) else {
@@ -186,6 +207,7 @@ impl Oidc {
             idp_refresh: None,
             via: "oidc-pat",
             allowed_actions: Some(rec.actions),
+            limits: (!limits.is_empty()).then(|| Arc::from(limits)),
         })
     }
 }

@@ -82,7 +82,7 @@ impl Oidc {
         let Some(idp) = &login.idp_refresh else {
             return Ok(None);
         };
-        if login.allowed_actions.is_some() {
+        if login.allowed_actions.is_some() || login.limits.is_some() {
             return Ok(None);
         }
         let token = seal::new_token(&self.rng, PREFIX)
@@ -170,6 +170,7 @@ impl Oidc {
             idp_refresh: None,
             via: "oidc-refresh",
             allowed_actions: None,
+            limits: None,
         })
     }
 }

@@ -3,9 +3,15 @@
 //! policy for it (name patterns, actions, the rules granting them, and the
 //! denies that may cancel some). A summary for people; single requests are
 //! still decided by `policy::evaluate`, at the token endpoint.
+//!
+//! It also decides which repository limits a new token may carry: each name or
+//! pattern must lie inside a granting entry of some registry (an entry for
+//! repositories or any type, with actions left after denies), as
+//! [`access::covers`] decides it conservatively.
 
 use super::pages::esc;
-use crate::policy::access::AccessEntry;
+use crate::policy::access::{self, AccessEntry};
+use crate::policy::limit::Limit;
 
 /// One registry's access.
 pub struct ServiceAccess {
@@ -63,6 +69,21 @@ fn entry_of(e: &AccessEntry, what: &str) -> String {
     out
 }
 
+/// The first limit outside every granting entry of `access`, if any.
+pub fn outside<'a>(limits: &'a [Limit], access: &[ServiceAccess]) -> Option<&'a Limit> {
+    limits.iter().find(|l| {
+        !access.iter().flat_map(|a| &a.entries).any(|e| {
+            let type_ok = e
+                .resource_type
+                .as_deref()
+                .is_none_or(|t| t == l.resource_type());
+            type_ok
+                && !e.effective.is_empty()
+                && e.names.iter().any(|n| access::covers(n, l.name()))
+        })
+    })
+}
+
 /// The section's HTML.
 pub fn render(access: &[ServiceAccess]) -> String {
     let mut out = String::from("<h2>Your access</h2>\n<div id=\"access\">\n");
@@ -92,6 +113,7 @@ pub fn render(access: &[ServiceAccess]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::collections::BTreeSet;
 
     use super::*;
@@ -138,5 +160,45 @@ mod tests {
             entries: Vec::new(),
         }]);
         assert!(none.contains("No access"), "{none}");
+    }
+
+    #[test]
+    fn limits_must_lie_inside_a_granting_entry() {
+        let entry = |ty: Option<&str>, names: &[&str], effective: &[&str]| AccessEntry {
+            resource_type: ty.map(Into::into),
+            pattern: String::new(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            actions: set(&["pull", "push"]),
+            effective: set(effective),
+            granted_by: vec!["r".into()],
+            only_from: Vec::new(),
+            denies: Vec::new(),
+        };
+        let access = [
+            ServiceAccess {
+                service: "one".into(),
+                entries: vec![
+                    entry(Some("repository"), &["team-a/**"], &["pull", "push"]),
+                    entry(Some("repository"), &["frozen/**"], &[]),
+                    entry(Some("registry"), &["**"], &["pull"]),
+                ],
+            },
+            ServiceAccess {
+                service: "two".into(),
+                entries: vec![entry(None, &["grace/**"], &["pull"])],
+            },
+        ];
+        let limit = |name: &str| -> Limit { format!("repository:{name}:pull").parse().unwrap() };
+        let ok: Vec<Limit> = ["team-a/app", "team-a/**", "grace/x"]
+            .into_iter()
+            .map(limit)
+            .collect();
+        assert!(outside(&ok, &access).is_none());
+        for bad in ["team-b/app", "frozen/app", "team-*/app", "**", "grace"] {
+            let limits = [limit("team-a/app"), limit(bad)];
+            let found = outside(&limits, &access).map(Limit::name);
+            assert_eq!(found, Some(bad), "{bad}");
+        }
+        assert!(outside(&[limit("team-a/app")], &[]).is_some());
     }
 }

@@ -7,7 +7,8 @@
 
 use serde::Deserialize;
 
-use crate::authn::oidc::pat::NewToken;
+use crate::authn::oidc::pat::{NewToken, MAX_LIMITS};
+use crate::policy::limit::Limit;
 
 /// Largest form body accepted on the sign-in pages.
 pub const MAX_FORM: usize = 4096;
@@ -105,6 +106,10 @@ pub struct Create {
     pub access: Option<String>,
     /// Days, one of [`EXPIRIES`].
     pub expires: Option<String>,
+    /// Repository names or patterns the token is limited to, separated by
+    /// spaces or lines; blank: every repository of the user's access.
+    #[serde(default)]
+    pub repositories: String,
 }
 
 impl Create {
@@ -126,7 +131,44 @@ impl Create {
             description: self.description.clone(),
             actions: actions.iter().map(|a| (*a).to_owned()).collect(),
             ttl: days * 86_400,
+            limits: Vec::new(),
         })
+    }
+
+    /// The repository limits asked for: each name or pattern with `actions`,
+    /// as `repository:NAME:ACTIONS` read by the parser of
+    /// `berth token create --limit`. Empty when the field is blank; the error
+    /// says, for the page, what is wrong.
+    pub fn limits(&self, actions: &[String]) -> Result<Vec<Limit>, String> {
+        let patterns: Vec<&str> = self.repositories.split_whitespace().collect();
+        if patterns.len() > MAX_LIMITS {
+            return Err(format!(
+                "at most {MAX_LIMITS} repositories or patterns per token, not {}",
+                patterns.len()
+            ));
+        }
+        let actions = actions.join(",");
+        let mut out: Vec<Limit> = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            let bad = |why: String| format!("{p:?} is not a repository name or pattern: {why}");
+            if p.contains(':') {
+                return Err(bad(
+                    "no `:` (write the name only; the access is chosen below)".into(),
+                ));
+            }
+            let name_char =
+                |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/*?".contains(c);
+            if !p.chars().all(name_char) {
+                return Err(bad(
+                    "only lowercase letters, digits, `.`, `_`, `-`, `/` and the wildcards `*`, `**`, `?`".into(),
+                ));
+            }
+            let limit: Limit = format!("repository:{p}:{actions}").parse().map_err(bad)?;
+            if out.iter().all(|l| l.name() != limit.name()) {
+                out.push(limit);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -174,6 +216,7 @@ mod tests {
         assert_eq!(f.request().err(), Some(Notice::ChooseAccess));
         let f: Create = serde_html_form::from_str("csrf=c&access=pull&expires=365").unwrap();
         assert_eq!(f.request().err(), Some(Notice::ChooseExpiry));
+        assert!(r.limits.is_empty());
         let q: PageQuery = serde_html_form::from_str("notice=revoked").unwrap();
         assert_eq!(q.notice, Some(Notice::Revoked));
         assert!(serde_html_form::from_str::<PageQuery>("notice=%3Cscript%3E").is_err());
@@ -187,5 +230,67 @@ mod tests {
             let q: PageQuery = serde_html_form::from_str(&format!("notice={}", n.code())).unwrap();
             assert_eq!(q.notice, Some(n));
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn form(repositories: &str) -> Create {
+        Create {
+            csrf: String::new(),
+            description: String::new(),
+            access: Some("pull".into()),
+            expires: Some("7".into()),
+            repositories: repositories.into(),
+        }
+    }
+
+    #[test]
+    fn repositories_become_limits_of_the_chosen_actions() {
+        let actions = vec!["pull".to_owned(), "push".to_owned()];
+        let limits = form(" team-a/app\r\nteam-b/**  team-a/app\n")
+            .limits(&actions)
+            .unwrap();
+        let written: Vec<String> = limits.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            written,
+            [
+                "repository:team-a/app:pull,push",
+                "repository:team-b/**:pull,push"
+            ]
+        );
+        assert!(form("  \n ").limits(&actions).unwrap().is_empty());
+        let f: Create = serde_html_form::from_str(
+            "csrf=c&access=pull&expires=7&repositories=team-a%2Fapp%0D%0Ateam-a%2Fx",
+        )
+        .unwrap();
+        assert_eq!(f.limits(&actions).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_repositories_are_refused_with_a_reason() {
+        let actions = vec!["pull".to_owned()];
+        for bad in [
+            "team-a/app:push",
+            "repository:team-a/**:pull",
+            "${account}/**",
+            "team-a/app <script>",
+        ] {
+            let e = form(bad).limits(&actions).unwrap_err();
+            assert!(
+                e.contains("is not a repository name or pattern"),
+                "{bad}: {e}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_LIMITS).map(|i| format!("r/{i}")).collect();
+        let e = form(&many.join(" ")).limits(&actions).unwrap_err();
+        assert!(e.contains("at most 20"), "{e}");
+        assert_eq!(
+            form(&many[1..].join("\n")).limits(&actions).unwrap().len(),
+            20
+        );
     }
 }

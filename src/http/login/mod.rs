@@ -269,10 +269,11 @@ pub async fn create(
 ) -> PageResult {
     let oidc = oidc(&state)?;
     let (id, _, form) = check_post(&state, &oidc, &headers, form, |f| &f.csrf).await?;
-    let req = match form.request() {
+    let mut req = match form.request() {
         Ok(r) => r,
         Err(notice) => return Ok(see_other(&notice.location())),
     };
+    req.limits = form.limits(&req.actions).map_err(not_created)?;
     // The user as the provider sees them now, not as at sign-in: one disabled
     // or logged out since gets no token, and the token carries today's groups.
     let Some(s) = oidc.revalidated_session(&id).await? else {
@@ -282,6 +283,14 @@ pub async fn create(
     };
     if local_clash(&state, &oidc, &s.user.username).await {
         return Err(clash_refusal(&oidc, &id, &s.user.username).await);
+    }
+    // Repository limits within the access of today's groups, as "Your access"
+    // shows it.
+    if let Some(l) = access_view::outside(&req.limits, &access_of(&state, &s)) {
+        return Err(not_created(format!(
+            "{:?} is outside your access: write a repository name or pattern inside one that \"Your access\" lists",
+            l.name()
+        )));
     }
     let Some(idp) = s.idp_refresh.as_ref() else {
         return Ok(see_other(&Notice::NoOffline.location()));
@@ -305,6 +314,15 @@ pub async fn create(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// 400 "Token not created", saying why.
+fn not_created(why: String) -> PageError {
+    PageError::problem(
+        StatusCode::BAD_REQUEST,
+        "Token not created",
+        format!("The token was not created: {why}."),
+    )
 }
 
 /// `POST /login/tokens/revoke`: without `confirm=yes`, the page that asks;

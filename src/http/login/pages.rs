@@ -54,8 +54,8 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 .error {{ border-color: #e3b4b4; background: #fdf4f4; }}
 .ok {{ border-color: #b4e3c0; background: #f4fdf6; }}
 label {{ display: block; margin: .6rem 0 .2rem; }}
-input, select {{ max-width: 100%; font: inherit; padding: .3rem; }}
-input[type=text], input:not([type]) {{ width: 24rem; }}
+input, select, textarea {{ max-width: 100%; font: inherit; padding: .3rem; }}
+input[type=text], input:not([type]), textarea {{ width: 24rem; }}
 button, .button {{ padding: .4rem .9rem; font: inherit; }}
 .inline {{ display: inline; }} .nw {{ white-space: nowrap; }}
 ul.access {{ padding-left: 1.2rem; }} .rule {{ color: #555; font-size: .9rem; }}

@@ -175,6 +175,8 @@ fn create_form(csrf: &str) -> String {
 <option value="pull,push" selected>pull and push</option>
 <option value="pull,push,delete">pull, push and delete</option>
 </select>
+<label for="repositories">Repositories (optional; one per line or space-separated, e.g. <code>team-a/app</code> or <code>team-a/**</code>; each within a pattern of your access above; blank: all of it)</label>
+<textarea id="repositories" name="repositories" rows="3" maxlength="2000" placeholder="team-a/app"></textarea>
 <label for="expires">Expires after</label>
 <select id="expires" name="expires">{expiries}</select>
 <p><button id="create-token">Create token</button></p>
@@ -187,11 +189,11 @@ fn token_list(p: &TokenPage<'_>, csrf: &str) -> String {
     if p.tokens.is_empty() {
         return "<h2>Your tokens</h2>\n<p id=\"no-tokens\">None yet.</p>\n".to_owned();
     }
-    let mut out = "<h2>Your tokens</h2>\n<table id=\"token-list\"><tr class=\"head\"><th>Description</th><th>Access</th><th>Created</th><th>Expires</th><th>Last used</th><th></th></tr>\n".to_owned();
+    let mut out = "<h2>Your tokens</h2>\n<table id=\"token-list\"><tr class=\"head\"><th>Description</th><th>Access</th><th>Repositories</th><th>Created</th><th>Expires</th><th>Last used</th><th></th></tr>\n".to_owned();
     for t in p.tokens {
         let expired = t.expires_at <= p.now;
         out.push_str(&format!(
-            r#"<tr id="token-{id}"><td data-label="Description">{desc}</td><td data-label="Access">{actions}</td><td data-label="Created">{created}</td><td data-label="Expires">{expires}</td><td data-label="Last used">{used}</td>
+            r#"<tr id="token-{id}"><td data-label="Description">{desc}</td><td data-label="Access">{actions}</td><td data-label="Repositories" class="limits">{limits}</td><td data-label="Created">{created}</td><td data-label="Expires">{expires}</td><td data-label="Last used">{used}</td>
 <td><form method="post" action="/login/tokens/revoke"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button id="revoke-{id}">Revoke…</button></form></td></tr>
 "#,
             id = t.id,
@@ -201,6 +203,7 @@ fn token_list(p: &TokenPage<'_>, csrf: &str) -> String {
                 esc(&t.description)
             },
             actions = esc(&t.actions.join(", ")),
+            limits = limits_cell(&t.limits),
             created = date(t.created_at),
             expires = if expired {
                 format!("expired {}", date(t.expires_at))
@@ -212,6 +215,25 @@ fn token_list(p: &TokenPage<'_>, csrf: &str) -> String {
     }
     out.push_str("</table>\n");
     out
+}
+
+/// A token's repository limits for the list: the names or patterns (the
+/// actions are the token's own), or all of the user's access.
+fn limits_cell(limits: &[String]) -> String {
+    if limits.is_empty() {
+        return "all in your access".to_owned();
+    }
+    limits
+        .iter()
+        .map(|l| {
+            let name = l
+                .strip_prefix("repository:")
+                .and_then(|rest| rest.rsplit_once(':'))
+                .map_or(l.as_str(), |(name, _)| name);
+            format!("<code>{}</code>", esc(name))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The signed-in page.
@@ -282,5 +304,18 @@ mod tests {
         );
         assert_eq!(shell_word("a;rm -rf /"), "'a;rm -rf /'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn the_list_shows_each_tokens_repositories_escaped() {
+        assert_eq!(limits_cell(&[]), "all in your access");
+        assert_eq!(
+            limits_cell(&[
+                "repository:team-a/app:pull".into(),
+                "repository:team-a/**:pull,push".into(),
+                "repository:<b>:pull".into(),
+            ]),
+            "<code>team-a/app</code> <code>team-a/**</code> <code>&lt;b&gt;</code>"
+        );
     }
 }
