@@ -11,8 +11,10 @@
 //! - refresh tokens are stored only as SHA-256 hashes.
 
 mod chain;
+mod error;
 pub mod flight;
 pub mod ldap;
+mod local;
 pub mod machine;
 pub mod oidc;
 pub mod password;
@@ -20,7 +22,6 @@ pub mod refresh;
 pub mod throttle;
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,49 +31,10 @@ use ring::rand::SystemRandom;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-use crate::store::{Generation, Store, StoreError, UserRecord};
+use crate::store::{Generation, Store, UserRecord};
 pub use crate::types::{parse_group, Identity, Kind, Username};
-
-/// Why authentication failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// Unknown user, wrong password, or disabled account (never told apart).
-    #[error("invalid credentials")]
-    BadCredentials,
-    /// The refresh token is unknown, expired, revoked, or for another service.
-    #[error("invalid refresh token")]
-    BadRefreshToken,
-    /// A backend failed; the cause is logged where handled.
-    #[error("authentication backend unavailable")]
-    Unavailable(#[source] StoreError),
-    /// The identity provider is unreachable, slow or misbehaving (the text is the
-    /// cause, for the log). Federated users get 503 for this, never 401.
-    #[error("identity provider unavailable: {0}")]
-    IdpUnavailable(String),
-    /// An LDAP/AD directory is unreachable, slow or refuses berth's service
-    /// account (the text is the cause, for the log). Directory users get 503.
-    #[error("directory unavailable: {0}")]
-    DirectoryUnavailable(String),
-    /// Too many failed sign-ins for this account or address.
-    #[error("too many failed sign-ins; retry in {retry_after} s")]
-    RateLimited {
-        /// Seconds until the counting window ends.
-        retry_after: u64,
-    },
-    /// Every hashing slot stayed busy for `hash_queue_timeout`: the request is
-    /// refused instead of joining an ever-growing queue.
-    #[error("password checks are busy")]
-    Overloaded,
-    /// Internal failure (e.g. a hashing task died).
-    #[error("internal authentication error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        AuthError::Unavailable(e)
-    }
-}
+pub use error::AuthError;
+use error::{directory_error, federated_error};
 
 /// A successful authentication.
 #[derive(Debug, Clone)]
@@ -181,42 +143,6 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-/// Maps a federated failure: refusals stay refusals (logged here, since the
-/// client only learns "invalid credentials"), everything else is the provider's or
-/// berth's problem.
-fn federated_error(e: oidc::OidcError) -> AuthError {
-    match e {
-        oidc::OidcError::Rejected(why) => {
-            tracing::info!(reason = %why, "federated login refused");
-            AuthError::BadCredentials
-        }
-        oidc::OidcError::Token(why) => {
-            tracing::info!(reason = %why, "token given as password refused");
-            AuthError::BadCredentials
-        }
-        oidc::OidcError::Unavailable(why) | oidc::OidcError::Config(why) => {
-            AuthError::IdpUnavailable(why)
-        }
-        oidc::OidcError::Store(e) => AuthError::Unavailable(e),
-        oidc::OidcError::Internal(why) => AuthError::Internal(why),
-    }
-}
-
-/// Maps a directory failure like [`federated_error`].
-fn directory_error(e: ldap::LdapError) -> AuthError {
-    match e {
-        ldap::LdapError::Rejected(why) => {
-            tracing::info!(reason = %why, "directory login refused");
-            AuthError::BadCredentials
-        }
-        ldap::LdapError::Unavailable(why) | ldap::LdapError::Config(why) => {
-            AuthError::DirectoryUnavailable(why)
-        }
-        ldap::LdapError::Store(e) => AuthError::Unavailable(e),
-        ldap::LdapError::Internal(why) => AuthError::Internal(why),
     }
 }
 
@@ -404,111 +330,6 @@ impl Authenticator {
                 .await
                 .map_err(federated_error),
             _ => Ok(None),
-        }
-    }
-
-    /// Checks a username and password against the local database.
-    async fn local_password(
-        &self,
-        username: &str,
-        password: SecretString,
-    ) -> Result<Authenticated, AuthError> {
-        // Robots and personal access tokens carry 256-bit secrets: no slow hash,
-        // no cache needed.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(name) = username.strip_prefix(self.settings.robot_prefix.as_str()) {
-            return self.robot(username, name, &password, now).await;
-        }
-        if password
-            .expose_secret()
-            .starts_with(machine::ACCESS_TOKEN_PREFIX)
-        {
-            return self.access_token(username, &password, now).await;
-        }
-        let key = self.cache_key(username, &password);
-        if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(&key) {
-                // A hit is only good while the user is unchanged: any password, group
-                // or status change bumps the epoch, from this process or another,
-                // and with it the authentication generation. While the generation
-                // stands still nothing needs rereading; when it moved, the user's
-                // own row decides.
-                let generation = self.generation.current().await?;
-                if hit.generation == Some(generation) {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
-                }
-                match self.store.user_state(hit.user_id).await? {
-                    Some((epoch, false)) if epoch == hit.epoch => {
-                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        let auth = Authenticated::local(Some(hit.user_id), hit.identity.clone());
-                        cache.insert(
-                            key,
-                            CachedCredential {
-                                generation: Some(generation),
-                                ..hit
-                            },
-                        );
-                        return Ok(auth);
-                    }
-                    _ => cache.invalidate(&key),
-                }
-            }
-            self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        }
-        let user = match Username::from_str(username) {
-            Ok(name) => self.store.find_user(&name).await?,
-            Err(_) => None,
-        };
-        let stored: Arc<str> = match &user {
-            Some(u) => u.password_hash.as_str().into(),
-            None => self.dummy_hash.clone(),
-        };
-        let pw = password.clone();
-        let check_hash = stored.clone();
-        let ok = self
-            .hashing(move || password::verify(&pw, &check_hash))
-            .await?;
-        let user = match user {
-            Some(u) if ok && !u.disabled => u,
-            _ => return Err(AuthError::BadCredentials),
-        };
-        if password::kind_of(&user.password_hash) == password::HashKind::Bcrypt {
-            self.upgrade(&user, password).await;
-        }
-        let identity = identity_of(&user, "local");
-        if let Some(cache) = &self.cache {
-            cache.insert(
-                key,
-                CachedCredential {
-                    user_id: user.id,
-                    epoch: user.epoch,
-                    identity: identity.clone(),
-                    generation: None,
-                },
-            );
-        }
-        Ok(Authenticated::local(Some(user.id), identity))
-    }
-
-    /// Re-hashes a bcrypt password with argon2id after a successful login.
-    async fn upgrade(&self, user: &UserRecord, password: SecretString) {
-        match self.hashing(move || password::hash(&password)).await {
-            Ok(Ok(new)) => {
-                if let Err(e) = self
-                    .store
-                    .upgrade_hash(user.id, &user.password_hash, &new)
-                    .await
-                {
-                    tracing::warn!(user = %user.username, error = %e, "could not upgrade bcrypt hash");
-                } else {
-                    tracing::info!(user = %user.username, "upgraded bcrypt password hash to argon2id");
-                }
-            }
-            Ok(Err(e)) | Err(AuthError::Internal(e)) => {
-                tracing::warn!(user = %user.username, error = %e, "could not upgrade bcrypt hash")
-            }
-            Err(_) => {}
         }
     }
 
