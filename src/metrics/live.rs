@@ -86,6 +86,21 @@ impl Collector for Live {
             c.metric_type(),
         )?;
         c.encode(m)?;
+        let (open_windows, folded) = self.audit.fold_stats();
+        gauge(
+            &mut encoder,
+            "audit_fold_windows",
+            "Grants whose repeats are being counted into their first audit row now",
+            i64::try_from(open_windows).unwrap_or(i64::MAX),
+        )?;
+        let c = ConstCounter::new(folded);
+        let m = encoder.encode_descriptor(
+            "audit_folded",
+            "Repeated grants counted into an earlier audit row instead of a row of their own",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(m)?;
 
         let keys = &self.signer.keys().keys;
         let active = self.signer.keys().active(now).ok().map(|k| k.name.clone());

@@ -176,6 +176,14 @@ async fn folding(db: TestDb) {
         first[0].repeats, 1,
         "counts are added when the window closes"
     );
+    // /metrics counts the folded repeats and the open window.
+    let (text, _) = berth::http::metrics::render(&s.state, false).unwrap();
+    for want in ["berth_audit_folded_total 64", "berth_audit_fold_windows 1"] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "no {want:?} in /metrics:\n{text}"
+        );
+    }
 
     // Refusals are never folded: each gets its own row.
     for _ in 0..5 {
