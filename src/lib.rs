@@ -1,7 +1,10 @@
 //! berth: a token authorization server for container registries.
 //!
-//! A token request flows one way: [`http`] (parse) → [`authn`] (who) → [`policy`]
-//! (what) → [`token`] (sign) → [`audit`] (record).
+//! A token request flows one way: [`http`] (parse) → [`authn`] (who, and with
+//! `Authenticated::authorize` what: the [`policy`] decision narrowed by the
+//! token's own limits) → [`token`] (sign, or reuse a recent signature) →
+//! [`audit`] (record). The handler in `http::token` only calls these in order;
+//! shared names live in [`types`], below all of them.
 
 pub mod app;
 pub mod audit;

@@ -10,6 +10,7 @@
 //!   successes, and every hit is checked against the user's current epoch;
 //! - refresh tokens are stored only as SHA-256 hashes.
 
+mod authorize;
 mod chain;
 mod error;
 pub mod flight;
@@ -33,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::store::{Generation, Store, UserRecord};
 pub use crate::types::{parse_group, Identity, Kind, Username};
+pub use authorize::Authorization;
 pub use error::AuthError;
 use error::{directory_error, federated_error};
 

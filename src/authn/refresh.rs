@@ -29,6 +29,31 @@ pub(super) struct CachedRefresh {
 }
 
 impl Authenticator {
+    /// A refresh token for `auth` at `service`, from whichever source
+    /// authenticated it: the local database, the identity provider or the
+    /// directory. `None` when that source gives none. A personal access token
+    /// gets none: it would outlive the token's expiry and escape its limits.
+    pub async fn refresh_for(
+        &self,
+        auth: &Authenticated,
+        service: &str,
+        now: i64,
+    ) -> Result<Option<SecretString>, AuthError> {
+        if auth.limits.is_some() {
+            return Ok(None);
+        }
+        match auth.user_id {
+            Some(user_id) => self.issue_refresh(user_id, service, now).await.map(Some),
+            None if auth.federated.is_some() => {
+                self.issue_federated_refresh(auth, service, now).await
+            }
+            None if auth.directory.is_some() => {
+                self.issue_directory_refresh(auth, service, now).await
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Creates and stores a refresh token for `user_id` on `service`.
     pub async fn issue_refresh(
         &self,

@@ -257,44 +257,12 @@ async fn issue(
         service: &service,
         ip: Some(ip),
     };
-    let mut access: Vec<Access> = Vec::with_capacity(req.scopes.len());
-    for scope in &req.scopes {
-        let mut decision = policy::evaluate(&policy, &request, scope);
-        if let Some(limits) = &authenticated.limits {
-            policy::limit::restrict(limits, scope, &mut decision.granted);
-        }
-        decision.granted.retain(|a| authenticated.may_carry(a));
-        let refused: Vec<&str> = scope
-            .actions
-            .iter()
-            .filter(|a| !decision.granted.contains(*a))
-            .map(String::as_str)
-            .collect();
-        if !refused.is_empty() {
-            log.denied.push(format!(
-                "{}:{}:{}",
-                scope.resource_type,
-                scope.name,
-                refused.join(",")
-            ));
-        }
-        for id in decision.matched {
-            if !log.rules.contains(&id) {
-                log.rules.push(id);
-            }
-        }
-        access.push(Access {
-            resource_type: scope.resource_type.clone(),
-            name: scope.name.to_string(),
-            actions: decision.granted.into_iter().collect(),
-        });
-    }
+    let decided = authenticated.authorize(&policy, &request, &req.scopes);
     drop(timer);
-    log.granted = access
-        .iter()
-        .filter(|a| !a.actions.is_empty())
-        .map(|a| format!("{}:{}:{}", a.resource_type, a.name, a.actions.join(",")))
-        .collect();
+    log.granted = decided.granted();
+    log.denied = decided.denied;
+    log.rules = decided.rules;
+    let access = decided.access;
 
     let timer = state.metrics.time(Stage::Signing);
     let issued = signed(state, arrived, identity, &service, &access, &policy, now)
@@ -308,29 +276,14 @@ async fn issue(
         })?;
     drop(timer);
 
-    let refresh = match (req.offline, req.grant, authenticated.user_id) {
-        // A personal access token gets no refresh token: it would outlive the
-        // token's expiry and escape its limits.
-        (true, Grant::Get | Grant::Password, Some(user_id)) if authenticated.limits.is_none() => {
-            Some(
-                state
-                    .auth
-                    .issue_refresh(user_id, &service, now.unix_timestamp())
-                    .await
-                    .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
-            )
-        }
-        (true, Grant::Get | Grant::Password, None) if authenticated.federated.is_some() => state
+    let refresh = if req.offline && matches!(req.grant, Grant::Get | Grant::Password) {
+        state
             .auth
-            .issue_federated_refresh(&authenticated, &service, now.unix_timestamp())
+            .refresh_for(&authenticated, &service, now.unix_timestamp())
             .await
-            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
-        (true, Grant::Get | Grant::Password, None) if authenticated.directory.is_some() => state
-            .auth
-            .issue_directory_refresh(&authenticated, &service, now.unix_timestamp())
-            .await
-            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?,
-        _ => None,
+            .map_err(|e| counted_auth_error(&state.metrics, e, req.grant))?
+    } else {
+        None
     };
     let body = TokenResponse {
         token: &issued.token,
