@@ -489,17 +489,8 @@ fn keycloak_browser_sign_in_mints_token_that_works_for_docker_login() {
     assert_eq!(status, 400, "callback with an unknown state: {page}");
 
     let b = webdriver::Browser::start(&s.path("browser"));
-    b.goto(&format!("{}/login", s.berth.url));
-    let link = b.must_find("#sign-in-keycloak", "berth's sign-in page");
-    b.click(&link);
-    let user = b.must_find("#username", "Keycloak's login form");
-    b.type_into(&user, "frank");
-    let pw = b.must_find("#password", "Keycloak's login form");
-    b.type_into(&pw, &kc_password("frank"));
-    let submit = b.must_find("#kc-login", "Keycloak's login form");
-    b.click(&submit);
-    let name = b.must_find("#username", "berth's token page after sign-in");
-    assert_eq!(b.text(&name), "frank", "{}", b.page_source());
+    let name = b.keycloak_sign_in(&s.berth.url, "frank", &kc_password("frank"));
+    assert_eq!(name, "frank", "{}", b.page_source());
     let create = b.must_find("#create-token", "berth's token page");
     b.click(&create);
     let minted = b.must_find("#new-token", "the new token");

@@ -39,17 +39,8 @@ fn keycloak_browser_sign_in_moves_between_replicas() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let browser = webdriver::Browser::start(dir.path());
-    browser.goto(&format!("{}/login", b.url));
-    let link = browser.must_find("#sign-in-keycloak", "b's sign-in page");
-    browser.click(&link);
-    let user = browser.must_find("#username", "Keycloak's login form");
-    browser.type_into(&user, "frank");
-    let pw = browser.must_find("#password", "Keycloak's login form");
-    browser.type_into(&pw, &super::kc_password("frank"));
-    let submit = browser.must_find("#kc-login", "Keycloak's login form");
-    browser.click(&submit);
-    let name = browser.must_find("#username", "a's token page after a sign-in begun on b");
-    assert_eq!(browser.text(&name), "frank", "{}", browser.page_source());
+    let name = browser.keycloak_sign_in(&b.url, "frank", &super::kc_password("frank"));
+    assert_eq!(name, "frank", "{}", browser.page_source());
     assert!(
         browser.current_url().starts_with(&a.url),
         "the sign-in ended on {} instead of berth a",
@@ -58,7 +49,7 @@ fn keycloak_browser_sign_in_moves_between_replicas() {
 
     // b knows the browser now (its forms post to the public URL, a's).
     browser.goto(&format!("{}/login", b.url));
-    let name = browser.must_find("#username", "b's token page with a's session");
+    let name = browser.must_find("strong#username", "b's token page with a's session");
     assert_eq!(browser.text(&name), "frank", "{}", browser.page_source());
     // A token minted on a works on both.
     browser.goto(&format!("{}/login", a.url));

@@ -125,17 +125,8 @@ fn token_rows(b: &Browser) -> u64 {
 }
 
 fn sign_in(b: &Browser, url: &str) {
-    b.goto(&format!("{url}/login"));
-    let link = b.must_find("#sign-in-keycloak", "berth's sign-in page");
-    b.click(&link);
-    let user = b.must_find("#username", "Keycloak's login form");
-    b.type_into(&user, USER);
-    let pw = b.must_find("#password", "Keycloak's login form");
-    b.type_into(&pw, &kc_password(USER));
-    let submit = b.must_find("#kc-login", "Keycloak's login form");
-    b.click(&submit);
-    let name = b.must_find("#username", "berth's token page after sign-in");
-    assert_eq!(b.text(&name), USER, "{}", b.page_source());
+    let name = b.keycloak_sign_in(url, USER, &kc_password(USER));
+    assert_eq!(name, USER, "{}", b.page_source());
 }
 
 fn mint(b: &Browser, description: &str) -> String {

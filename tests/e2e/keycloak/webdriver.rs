@@ -211,6 +211,26 @@ impl Browser {
             .unwrap_or_default()
             .to_owned()
     }
+
+    /// Signs in through berth's page at `berth_url` (which may send the
+    /// browser on to another berth) with Keycloak's form, and returns the
+    /// name berth's token page shows. It waits for berth's `<strong
+    /// id="username">`, not for any `#username`: Keycloak's login field has
+    /// that id too and is still on screen while the form submits.
+    #[track_caller]
+    pub fn keycloak_sign_in(&self, berth_url: &str, user: &str, password: &str) -> String {
+        self.goto(&format!("{berth_url}/login"));
+        let link = self.must_find("#sign-in-keycloak", "berth's sign-in page");
+        self.click(&link);
+        let field = self.must_find("input#username", "Keycloak's login form");
+        self.type_into(&field, user);
+        let pw = self.must_find("input#password", "Keycloak's login form");
+        self.type_into(&pw, password);
+        let submit = self.must_find("#kc-login", "Keycloak's login form");
+        self.click(&submit);
+        let name = self.must_find("strong#username", "berth's token page after sign-in");
+        self.text(&name)
+    }
 }
 
 impl Drop for Browser {
