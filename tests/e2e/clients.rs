@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::proc::{run, Out};
+use crate::common::proc::{run, Out};
 
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);

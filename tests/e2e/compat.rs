@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::clients::{ClientEnv, LOGIN_TIMEOUT, TRANSFER_TIMEOUT};
+use crate::common::proc::Out;
 use crate::components::{tools_available, ADMIN_PASSWORD, ALICE_PASSWORD, REGISTRY_BIN};
 use crate::image::{config_digest_in_layout, write_oci_image};
-use crate::proc::Out;
 use crate::registries::{
     dist3_bin, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec, Trust,
 };

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::clients::{ClientEnv, LOGIN_TIMEOUT, TRANSFER_TIMEOUT};
+use crate::common::proc::{run, Out};
 use crate::compat::{parallel, record, refused, Job, Ops};
 use crate::components::{tools_available, Dockerd, ALICE_PASSWORD, DOCKER_BIN};
 use crate::image::{config_digest_in_layout, write_oci_image};
-use crate::proc::{run, Out};
 use crate::registries::{
     go_tool, lowercase_tempdir, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec, Trust,
 };

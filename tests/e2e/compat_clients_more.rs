@@ -9,12 +9,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::clients::{ClientEnv, LOGIN_TIMEOUT, TRANSFER_TIMEOUT};
+use crate::common::proc::run;
 use crate::compat::{parallel, refused, Job, Ops};
 use crate::compat_clients::{client_host, isolated, short, ClientsStack};
 use crate::compat_ctr_cosign::{cosign, ctr, COSIGN_READER_POLICY};
 use crate::components::{tools_available, ALICE_PASSWORD};
 use crate::image::{config_digest_in_layout, write_oci_image};
-use crate::proc::run;
 use crate::registries::{go_tool, lowercase_tempdir, Kind, Reg};
 
 /// A chart directory helm can package: `Chart.yaml` and one template whose

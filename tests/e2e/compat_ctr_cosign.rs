@@ -10,11 +10,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::clients::{ClientEnv, TRANSFER_TIMEOUT};
+use crate::common::proc::{run, Daemon, Out};
 use crate::compat::{refused, Ops};
 use crate::compat_clients::{client_host, isolated, short};
 use crate::components::{ALICE_PASSWORD, BOB_PASSWORD};
 use crate::image::{sha256, tar, write_oci_image};
-use crate::proc::{run, Daemon, Out};
 use crate::registries::{go_tool, Reg};
 
 /// The extra rule the cosign cell needs: bob may pull `alice/cosign` (cosign

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::proc::{free_port, run, Daemon, Out};
+use crate::common::proc::{free_port, run, Daemon, Out};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 pub const SERVICE: &str = "registry.e2e.test";

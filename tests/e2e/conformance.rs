@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::proc::{run, Out};
 use crate::compat_clients::printed_block;
 use crate::components::{tools_available, ALICE_PASSWORD, BOB_PASSWORD};
-use crate::proc::{run, Out};
 use crate::registries::{
     dist3_bin, go_tool, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec, Trust,
 };

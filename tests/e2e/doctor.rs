@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::proc::{run, Out};
 use crate::components::{tools_available, ALICE_PASSWORD, REGISTRY_BIN};
-use crate::proc::{run, Out};
 use crate::registries::{
     berth_command, dist3_bin, BerthOpts, CBerth, Kind, Reg, RegistrySpec, ServiceSpec, Trust,
 };

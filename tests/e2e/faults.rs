@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::proc::{free_port, run, Out};
 use crate::components::{
     http_get, jwt_claims, repo_policies, rt, tools_available, Berth, Registry, ALICE_PASSWORD,
     BOB_PASSWORD, REGISTRY_BIN, SERVICE,
 };
-use crate::proc::{free_port, run, Out};
 
 fn require() -> bool {
     std::env::var("BERTH_E2E").as_deref() == Ok("require")

@@ -116,7 +116,13 @@ fn stack(kc: &Keycloak, with_docker: bool) -> Stack {
     Stack::with_berth(with_docker, start_berth(kc), started)
 }
 
-fn skopeo_push(s: &Stack, c: &ClientEnv, img: &str, creds: &str, target: &str) -> crate::proc::Out {
+fn skopeo_push(
+    s: &Stack,
+    c: &ClientEnv,
+    img: &str,
+    creds: &str,
+    target: &str,
+) -> crate::common::proc::Out {
     c.skopeo(
         &[
             "copy",

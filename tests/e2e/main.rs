@@ -13,6 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod clients;
+#[path = "../common/mod.rs"]
+mod common;
 mod compat;
 mod compat_clients;
 mod compat_clients_more;
@@ -27,7 +29,6 @@ mod keycloak;
 mod ldap;
 mod mount;
 mod policy_reload;
-mod proc;
 mod registries;
 mod replicas;
 mod tls;
@@ -313,7 +314,13 @@ fn docker_load_image(s: &Stack, d: &Dockerd, cfg: &Path, repo_tag: &str, content
     target
 }
 
-fn docker_login(s: &Stack, d: &Dockerd, cfg: &Path, user: &str, password: &str) -> proc::Out {
+fn docker_login(
+    s: &Stack,
+    d: &Dockerd,
+    cfg: &Path,
+    user: &str,
+    password: &str,
+) -> common::proc::Out {
     d.docker(
         cfg,
         &["login", "-u", user, "--password-stdin", &s.registry.host],

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::proc::{free_port, run};
 use crate::components::{
     jwt_claims, repo_policies, tools_available, Berth, Stack, ALICE_PASSWORD, BERTH, DOCKER_BIN,
     REGISTRY_BIN,
 };
-use crate::proc::{free_port, run};
 use crate::{docker_load_image, docker_login, DOCKER_TIMEOUT};
 
 /// berth polls its policy directory every second and promises a change is

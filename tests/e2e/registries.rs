@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::proc::{free_port, run, Daemon, Out};
 use crate::components::{http_get, rt, ADMIN_PASSWORD, ALICE_PASSWORD, BERTH, BOB_PASSWORD};
-use crate::proc::{free_port, run, Daemon, Out};
 
 pub const ISSUER: &str = "berth-compat";
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -12,11 +12,11 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::clients::LOGIN_TIMEOUT;
+use crate::common::proc::Out;
 use crate::components::{
     repo_policies, rt, tools_available, Berth, Dockerd, Registry, Stack, ALICE_PASSWORD,
     DENIAL_MARKERS, DOCKER_BIN, REGISTRY_BIN,
 };
-use crate::proc::Out;
 use crate::{docker_load_image, DOCKER_TIMEOUT};
 
 /// Robots may push to ci/**, next to the shipped policy.

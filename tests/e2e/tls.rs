@@ -14,9 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::clients::{ClientEnv, TRANSFER_TIMEOUT};
+use crate::common::proc::{free_port, run, Daemon, Out};
 use crate::components::{rt, tools_available, ISSUER, REGISTRY_BIN, SERVICE};
 use crate::image::{config_digest_in_layout, write_oci_image};
-use crate::proc::{free_port, run, Daemon, Out};
 
 const BERTH_BIN: &str = env!("CARGO_BIN_EXE_berth");
 const ALICE: (&str, &str) = ("alice", "alice-Tls-Secret-1");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::proc::{free_port, run};
 use crate::components::rt;
-use crate::proc::{free_port, run};
 
 pub const VERSION: &str = "26.7.3";
 pub const REALM: &str = "berth";

@@ -265,7 +265,7 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
         .env("HOME", &cfg)
         .env_remove("DOCKER_CONTEXT");
     s.expect_ok(
-        &crate::proc::run(&mut sh, None, LOGIN_TIMEOUT),
+        &crate::common::proc::run(&mut sh, None, LOGIN_TIMEOUT),
         "the page's docker login command, run as printed",
     );
     let pushed = format!("{address}/team-a/grace:v1");

@@ -160,7 +160,7 @@ fn ldap_failover_past_a_refusing_and_a_silent_server() {
     }
     let dir = Slapd::start(&Seed::default(), &["127.0.0.1"]);
     // Nothing listens on the first port; the second accepts and never answers.
-    let refused = crate::proc::free_port();
+    let refused = crate::common::proc::free_port();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let urls = format!(
         "[\"ldap://127.0.0.1:{refused}\", \"ldap://{}\", \"{}\"]",

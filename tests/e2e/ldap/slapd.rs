@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::proc::{free_port, run, Daemon, Out};
+use crate::common::proc::{free_port, run, Daemon, Out};
 
 pub const SLAPD: &str = "/usr/sbin/slapd";
 pub const SUFFIX: &str = "dc=berth,dc=test";

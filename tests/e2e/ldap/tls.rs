@@ -23,7 +23,7 @@ fn ldap_tls_ldaps_and_certificate_for_another_host() {
         cmd.args(["ldap", "check", "--user", "alice", "--password-stdin"])
             .env("BERTH_CONFIG", config)
             .env("BERTH_DATABASE", config.with_file_name("berth.db"));
-        crate::proc::run(
+        crate::common::proc::run(
             &mut cmd,
             Some(&format!("{}\n", dir_password("alice"))),
             Duration::from_secs(60),

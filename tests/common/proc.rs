@@ -1,5 +1,6 @@
-//! Running external programs with timeouts, and long-running daemons that
-//! are killed (with their whole process group) when dropped.
+//! Running programs with a bound: a command that is killed (with its whole
+//! process group) when it outlives its timeout, and long-running daemons that
+//! log to files and are stopped (SIGTERM, then SIGKILL) when dropped.
 
 use std::fmt;
 use std::fs::File;
@@ -23,6 +24,12 @@ pub struct Out {
 impl Out {
     pub fn success(&self) -> bool {
         !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// The exit code, when the program exited by itself (1 for an error; a
+    /// panic is 101).
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
     }
 
     /// stdout and stderr together, for searching error messages.
@@ -162,6 +169,30 @@ impl Daemon {
             stdout_path,
             stderr_path,
             grace,
+        }
+    }
+
+    /// The process id (also its process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (`TERM`, `HUP`, `KILL`, …) to the process group.
+    pub fn signal(&self, sig: &str) {
+        kill_group(self.child.id(), sig);
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
         }
     }
 
