@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "policy_cli/bad_input.rs"]
 mod bad_input;
 #[path = "policy_cli/config_cli.rs"]

@@ -291,14 +291,28 @@ impl BerthProcess {
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.addr(), path)
     }
+
+    /// [`BerthProcess::get`] with an `Authorization` header.
+    pub fn get_as(&self, path: &str, authorization: &str) -> Option<(u16, String)> {
+        http_get_as(self.addr(), path, Some(authorization))
+    }
 }
 
-/// A minimal `GET` on a fresh connection, with a five-second bound.
+/// A minimal `GET` on a fresh connection, with a ten-second bound.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with an optional `Authorization` header.
+pub fn http_get_as(addr: &str, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .ok()?;
     let mut buf = Vec::new();

@@ -128,7 +128,7 @@ fn bad_policy_files_fail_cleanly_and_quickly() {
         for (args, code, want) in runs {
             let out = berth(&args);
             let text = format!("{}{}", out.stdout, out.stderr);
-            let problem = if out.status.is_none() {
+            let problem = if out.timed_out {
                 Some("did not finish".to_owned())
             } else if out.stderr.contains("panicked") {
                 Some("panicked".to_owned())

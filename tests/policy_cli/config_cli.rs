@@ -158,10 +158,7 @@ fn config_errors_are_clear() {
 /// password from the file, and nothing is printed of either.
 #[test]
 fn serve_reads_its_secrets_from_files() {
-    use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -176,76 +173,27 @@ fn serve_reads_its_secrets_from_files() {
         &format!("{}\n", dir.join("state/berth.db").display()),
     );
     let pw_file = secret("admin-pw", "Pw-from-a-file-42\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new(super::support::BERTH);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("BERTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = dir.join("serve.out");
-    let mut child = cmd
-        .arg("serve")
-        .current_dir(dir)
-        .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BERTH_DATABASE_FILE", &db_file)
-        .env("BERTH_ADMIN_PASSWORD_FILE", &pw_file)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.join("serve.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let output = || {
-        std::fs::read_to_string(&out).unwrap_or_default()
-            + &std::fs::read_to_string(dir.join("serve.err")).unwrap_or_default()
-    };
-    let get = |path: &str, auth: &str| -> u16 {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return 0;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");
-        if s.write_all(req.as_bytes()).is_err() {
-            return 0;
-        }
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    };
-    let start = Instant::now();
-    while get("/healthz", "") != 200 {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("berth serve exited ({st}):\n{}", output());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not up:\n{}",
-            output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut serve = crate::common::server::Serve::bare()
+        .cwd(dir)
+        .env("BERTH_DATABASE_FILE", db_file.display().to_string())
+        .env("BERTH_ADMIN_PASSWORD_FILE", pw_file.display().to_string())
+        .start();
+    let output = || format!("{}{}", serve.stdout(), serve.log());
+    let get = |path: &str, auth: &str| serve.get_as(path, auth).map_or(0, |(status, _)| status);
     let basic = |user: &str, pw: &str| {
         format!(
-            "Authorization: Basic {}\r\n",
+            "Basic {}",
             data_encoding::BASE64.encode(format!("{user}:{pw}").as_bytes())
         )
     };
     let token = "/token?service=registry&scope=registry:catalog:*";
     let ok = get(token, &basic("admin", "Pw-from-a-file-42"));
     let refused = get(token, &basic("admin", "Pw-from-a-file-42\n"));
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(ok, 200, "{}", output());
-    assert_eq!(refused, 401, "{}", output());
-    assert!(dir.join("state/berth.db").is_file(), "{}", output());
     let text = output();
+    serve.stop(std::time::Duration::from_secs(10));
+    assert_eq!(ok, 200, "{text}");
+    assert_eq!(refused, 401, "{text}");
+    assert!(dir.join("state/berth.db").is_file(), "{text}");
     assert!(
         !text.contains("Pw-from-a-file-42") && text.contains("BERTH_ADMIN_PASSWORD"),
         "{text}"

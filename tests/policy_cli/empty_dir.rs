@@ -4,104 +4,40 @@
 //! commands use the built-in default and write nothing; an explicitly named
 //! policy directory that is missing is still an error.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use crate::support::{berth_in, repo, BERTH};
+use crate::common::server::{self, BerthProcess};
+use crate::support::{berth_in, repo};
 
 const ADMIN_PASSWORD: &str = "empty-dir-admin-password";
 
-/// `berth serve` with no configuration at all, in `dir`; killed on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
+/// `berth serve` with no configuration but its address and the first admin's
+/// password, run in `dir`; stopped on drop.
+struct Serve(BerthProcess);
 
 impl Serve {
     fn start(dir: &Path) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = dir.with_extension("serve.out");
-        let mut cmd = Command::new(BERTH);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("BERTH_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .arg("serve")
-            .current_dir(dir)
-            .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
-            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::create(out.with_extension("err")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let mut serve = Serve { child, port, out };
-        let start = Instant::now();
-        while serve.get("/healthz", None).0 != 200 {
-            if let Ok(Some(st)) = serve.child.try_wait() {
-                panic!("berth serve exited ({st}):\n{}", serve.output());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "berth serve not up:\n{}",
-                serve.output()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-        serve
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "{}{}",
-            std::fs::read_to_string(&self.out).unwrap_or_default(),
-            std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
+        Serve(
+            server::Serve::bare()
+                .cwd(dir)
+                .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .start(),
         )
     }
 
-    /// A plain HTTP/1.0 GET: status and body (0 when nothing answers).
-    fn get(&self, path: &str, basic: Option<&str>) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let auth = basic
-            .map(|b| format!("Authorization: Basic {b}\r\n"))
-            .unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");
-        if s.write_all(req.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, body.to_string())
+    /// What it printed on stdout and stderr.
+    fn output(&self) -> String {
+        format!("{}{}", self.0.stdout(), self.0.log())
     }
-}
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Status and body (0 when nothing answers), with Basic credentials.
+    fn get(&self, path: &str, basic: Option<&str>) -> (u16, String) {
+        match basic {
+            Some(b) => self.0.get_as(path, &format!("Basic {b}")),
+            None => self.0.get(path),
+        }
+        .unwrap_or((0, String::new()))
     }
 }
 

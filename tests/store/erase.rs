@@ -1,7 +1,6 @@
 //! Erasure on disk: after `erase_audit` and `compact_audit`, an SQLite
 //! database file and its write-ahead log no longer hold the erased name.
 
-use berth::config::Database;
 use berth::store::{AuditRecord, ErasedColumn, Store};
 
 use super::TestDb;
@@ -25,10 +24,8 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn sqlite_erasure_leaves_no_trace_on_disk() {
     let t = TestDb::sqlite();
-    let Database::Sqlite(path) = t.db.clone() else {
-        unreachable!()
-    };
-    let store = Store::open(&t.db).await.unwrap();
+    let path = std::path::PathBuf::from(&t.url);
+    let store = Store::open(&t.database()).await.unwrap();
     let name = "zelda-q-erase-me";
     let rows: Vec<AuditRecord> = (0..200)
         .map(|i| AuditRecord {
@@ -87,5 +84,5 @@ async fn sqlite_erasure_leaves_no_trace_on_disk() {
         .await
         .unwrap();
     assert_eq!(again, (0, 101), "idempotent: nothing left to change");
-    t.finish(store).await;
+    store.close().await;
 }
