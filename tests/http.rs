@@ -3,6 +3,9 @@
 //! `/.well-known/jwks.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "http/support.rs"]
 mod support;
 

@@ -6,32 +6,19 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use berth::store::{AuditQuery, AuditRecord};
 
-use crate::machine::{query, server, TestDb};
+use crate::machine::{cli, query, server, TestDb};
 use crate::support::TestServer;
-
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// Runs `berth audit …` on the server's database with `keys` as the keys
 /// directory; returns success, stdout and stderr.
 fn audit_cli(db: &TestDb, keys: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BERTH)
-        .arg("audit")
-        .args(args)
-        .env("BERTH_DATABASE", &db.url)
+    let out = cli(&db.url, &[&["audit"], args].concat())
         .env("BERTH_KEYS_DIR", keys)
-        .env_remove("BERTH_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    (out.success(), out.stdout, out.stderr)
 }
 
 async fn all_rows(s: &TestServer) -> Vec<AuditRecord> {
@@ -211,7 +198,7 @@ async fn erase_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_postgres() {
-    if let Some(db) = TestDb::postgres("erase_postgres").await {
+    if let Some(db) = TestDb::postgres("erase_postgres") {
         erase(db).await;
     }
 }

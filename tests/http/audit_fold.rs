@@ -129,7 +129,7 @@ async fn snapshot_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_postgres() {
-    if let Some(db) = TestDb::postgres("snapshot_postgres").await {
+    if let Some(db) = TestDb::postgres("snapshot_postgres") {
         snapshot(db).await;
     }
 }
@@ -307,7 +307,7 @@ async fn folding_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folding_postgres() {
-    if let Some(db) = TestDb::postgres("folding_postgres").await {
+    if let Some(db) = TestDb::postgres("folding_postgres") {
         folding(db).await;
     }
 }
@@ -354,7 +354,7 @@ async fn window_closes_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_closes_postgres() {
-    if let Some(db) = TestDb::postgres("window_closes_postgres").await {
+    if let Some(db) = TestDb::postgres("window_closes_postgres") {
         window_closes(db).await;
     }
 }
@@ -453,7 +453,7 @@ async fn addresses_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_postgres() {
-    if let Some(db) = TestDb::postgres("addresses_postgres").await {
+    if let Some(db) = TestDb::postgres("addresses_postgres") {
         addresses(db).await;
     }
 }

@@ -209,7 +209,7 @@ async fn parallel_guessing_burst_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_guessing_burst_postgres() {
-    if let Some(db) = TestDb::postgres("parallel_guessing_burst_postgres").await {
+    if let Some(db) = TestDb::postgres("parallel_guessing_burst_postgres") {
         parallel_burst_and_isolation(db).await;
     }
 }
@@ -221,7 +221,7 @@ async fn lockout_thresholds_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockout_thresholds_postgres() {
-    if let Some(db) = TestDb::postgres("lockout_thresholds_postgres").await {
+    if let Some(db) = TestDb::postgres("lockout_thresholds_postgres") {
         thresholds_and_success(db).await;
     }
 }
@@ -230,7 +230,7 @@ async fn lockout_thresholds_postgres() {
 /// gets 10 password checks in all, and the lockout is the same on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_across_replicas_gets_the_limit_in_all() {
-    let Some(db) = TestDb::postgres("burst_across_replicas_gets_the_limit_in_all").await else {
+    let Some(db) = TestDb::postgres("burst_across_replicas_gets_the_limit_in_all") else {
         return;
     };
     let a = server(&db, "").await;

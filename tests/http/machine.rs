@@ -5,19 +5,20 @@
 //! itself (`robot`, `token`, `audit`, `user`) runs as the real binary on the
 //! server's database.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::authn::machine::{new_secret, secret_hash, ACCESS_TOKEN_PREFIX, ROBOT_SECRET_PREFIX};
 use berth::store::{AuditQuery, AuditRecord};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use sqlx::Connection;
 
+use crate::common::cli::{berth, Cli};
+pub use crate::common::db::TestDb;
+use crate::common::proc::Out;
+use crate::common::server::{BerthProcess, Serve};
 use crate::support::{enc, now, uname, Opts, Resp, TestServer};
 
 const SVC: &str = "registry.test";
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// Users own their namespace; alice may also write team-a/**; robots may write
 /// ci/**, and robots in group `builders` may read base/**.
@@ -59,146 +60,30 @@ const NO_THROTTLE: &str = "login_failure_limit = 1000";
 // ---------------------------------------------------------------------------
 // Databases and the CLI
 
-/// A database for one test: an SQLite file in a temp dir, or a PostgreSQL
-/// database made for the test and dropped (with its connections) afterwards.
-pub struct TestDb {
-    /// What `database` / `BERTH_DATABASE` is set to.
-    pub url: String,
-    pg: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    pub fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        TestDb {
-            url: dir.path().join("berth.db").display().to_string(),
-            pg: None,
-            _dir: Some(dir),
-        }
-    }
-
-    /// `None` (with the reason printed) without `BERTH_TEST_POSTGRES_URL`, a
-    /// failure instead with `BERTH_E2E=require`.
-    pub async fn postgres(test: &str) -> Option<TestDb> {
-        let Ok(admin) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
-            if std::env::var("BERTH_E2E").as_deref() == Ok("require") {
-                panic!("{test}: BERTH_TEST_POSTGRES_URL is not set (scripts/start-postgres.sh prints it)");
-            }
-            eprintln!("SKIPPED {test}: BERTH_TEST_POSTGRES_URL not set (scripts/start-postgres.sh prints it)");
-            return None;
-        };
-        let mut raw = [0u8; 6];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).unwrap();
-        let name = format!("berth_m_{}", data_encoding::HEXLOWER.encode(&raw));
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{test}: cannot connect to {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').unwrap().0;
-        Some(TestDb {
-            url: format!("{base}/{name}"),
-            pg: Some((admin, name)),
-            _dir: None,
-        })
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.pg.take() else {
-            return;
-        };
-        // Own thread and runtime: this may run inside (or after) the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 pub async fn server(db: &TestDb, extra: &str) -> TestServer {
     TestServer::start(Opts {
         policy: Some(POLICY),
-        database: Some(db.url.clone()),
+        database: Some(db.database()),
         extra: extra.to_owned(),
         ..Opts::default()
     })
     .await
 }
 
-/// What a CLI run printed.
-pub struct CliOut {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl std::fmt::Display for CliOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ok={} stdout:\n{}\nstderr:\n{}",
-            self.ok, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs the real `berth` binary with `BERTH_DATABASE=database`, from a temp dir.
-pub async fn cli(database: &str, args: &[&str], stdin: Option<&str>) -> CliOut {
-    let mut cmd = Command::new(BERTH);
-    let cwd = tempfile::tempdir().expect("tempdir");
-    cmd.args(args)
-        .current_dir(cwd.path())
-        .env("BERTH_DATABASE", database)
-        .env_remove("BERTH_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let input = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("spawn berth");
-        if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
-            std::io::Write::write_all(&mut pipe, text.as_bytes()).expect("stdin");
-        }
-        let out = child.wait_with_output().expect("wait berth");
-        drop(cwd);
-        CliOut {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("join")
+/// The real `berth` binary with `BERTH_DATABASE=database` and `RUST_LOG=warn`,
+/// from a temp dir.
+pub fn cli(database: &str, args: &[&str]) -> Cli {
+    berth(args).database(database).env("RUST_LOG", "warn")
 }
 
 #[track_caller]
-fn ok(out: CliOut, what: &str) -> CliOut {
-    assert!(out.ok, "{what} failed:\n{out}");
+fn ok(out: Out, what: &str) -> Out {
+    assert!(out.success(), "{what} failed:\n{out}");
     out
 }
 
 /// The secret after `(shown once): ` in CLI output.
-fn shown_once(out: &CliOut) -> String {
+fn shown_once(out: &Out) -> String {
     out.stdout
         .lines()
         .find_map(|l| {
@@ -270,9 +155,9 @@ async fn expect(s: &TestServer, status: u16, user: &str, secret: &str, scope: &s
 }
 
 /// Runs the CLI on `db` and asserts it succeeded.
-pub async fn cli_ok(db: &str, args: &[&str]) -> CliOut {
+pub async fn cli_ok(db: &str, args: &[&str]) -> Out {
     ok(
-        cli(db, args, None).await,
+        cli(db, args).run_async().await,
         &format!("berth {}", args.join(" ")),
     )
 }
@@ -460,7 +345,7 @@ async fn robots(db: TestDb) {
     let scope = "repository:base/x:pull";
     let access = granted(&s, "robot$deploy", &deploy, &[scope]).await;
     assert_eq!(actions(&access, "base/x"), ["pull"]);
-    let listed = |out: CliOut| {
+    let listed = |out: Out| {
         assert!(
             !out.stdout.contains(ROBOT_SECRET_PREFIX),
             "robot list shows a secret:\n{out}"
@@ -516,7 +401,7 @@ async fn robots_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robots_postgres() {
-    if let Some(db) = TestDb::postgres("robots_postgres").await {
+    if let Some(db) = TestDb::postgres("robots_postgres") {
         robots(db).await;
     }
 }
@@ -525,9 +410,8 @@ async fn robots_postgres() {
 /// refuses them with a message naming the problem and a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_refuses_bad_robot_and_token_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("berth.db");
-    let db = db.to_str().unwrap();
+    let db = TestDb::sqlite();
+    let db = db.url.as_str();
     let long = "a".repeat(65);
     for name in [
         "x;rm -rf /",
@@ -546,8 +430,8 @@ async fn cli_refuses_bad_robot_and_token_names() {
             let mut args = sub.to_vec();
             // `--` so a leading dash is a name, not an option.
             args.extend(["--", name]);
-            let out = cli(db, &args, None).await;
-            assert!(!out.ok, "berth {args:?} succeeded:\n{out}");
+            let out = cli(db, &args).run_async().await;
+            assert!(!out.success(), "berth {args:?} succeeded:\n{out}");
             assert!(
                 out.stderr.contains("invalid robot name"),
                 "berth {args:?}: no clear error:\n{out}"
@@ -575,10 +459,13 @@ async fn cli_refuses_bad_robot_and_token_names() {
                 "--limit",
                 "repository:a/**:pull",
             ],
-            None,
         )
+        .run_async()
         .await;
-        assert!(!out.ok, "token create --name {name:?} succeeded:\n{out}");
+        assert!(
+            !out.success(),
+            "token create --name {name:?} succeeded:\n{out}"
+        );
         assert!(
             out.stderr.contains("invalid token name"),
             "token create --name {name:?}: no clear error:\n{out}"
@@ -594,10 +481,13 @@ async fn cli_refuses_bad_robot_and_token_names() {
             "--limit",
             "repository:a/**:pull",
         ],
-        None,
     )
+    .run_async()
     .await;
-    assert!(!out.ok && out.stderr.contains("invalid username"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("invalid username"),
+        "{out}"
+    );
     for limit in [
         "bogus",
         "repository:a/**",
@@ -607,11 +497,11 @@ async fn cli_refuses_bad_robot_and_token_names() {
         let out = cli(
             db,
             &["token", "create", "--user", "alice", "--limit", limit],
-            None,
         )
+        .run_async()
         .await;
         assert!(
-            !out.ok && out.stderr.contains("limit"),
+            !out.success() && out.stderr.contains("limit"),
             "--limit {limit:?}:\n{out}"
         );
     }
@@ -772,7 +662,7 @@ async fn access_tokens_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_postgres() {
-    if let Some(db) = TestDb::postgres("access_tokens_postgres").await {
+    if let Some(db) = TestDb::postgres("access_tokens_postgres") {
         access_tokens(db).await;
     }
 }
@@ -852,8 +742,8 @@ async fn federated_holdings(db: TestDb) {
     let id = ids[0].to_string();
     cli_ok(&db.url, &["oidc", "revoke", &id]).await;
     assert!(store.find_oidc_token(&[0u8; 32]).await.unwrap().is_none());
-    let again = cli(&db.url, &["oidc", "revoke", &id], None).await;
-    assert!(!again.ok && again.stderr.contains(&id), "{again}");
+    let again = cli(&db.url, &["oidc", "revoke", &id]).run_async().await;
+    assert!(!again.success() && again.stderr.contains(&id), "{again}");
 
     // Everything gina holds goes; frank keeps his.
     let out = cli_ok(
@@ -883,7 +773,7 @@ async fn federated_holdings_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_holdings_postgres() {
-    if let Some(db) = TestDb::postgres("federated_holdings_postgres").await {
+    if let Some(db) = TestDb::postgres("federated_holdings_postgres") {
         federated_holdings(db).await;
     }
 }
@@ -971,8 +861,8 @@ async fn audit(db: TestDb) {
                 "--limit",
                 "repository:team-a/**:pull",
             ],
-            None,
         )
+        .run_async()
         .await,
         "berth token create",
     ));
@@ -1184,7 +1074,7 @@ async fn audit(db: TestDb) {
         async move {
             let mut all = vec!["audit", "--json"];
             all.extend(args);
-            let out = ok(cli(&url, &all, None).await, &format!("berth {all:?}"));
+            let out = ok(cli(&url, &all).run_async().await, &format!("berth {all:?}"));
             out.stdout
                 .lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -1247,7 +1137,9 @@ async fn audit(db: TestDb) {
         "--repo alice/my_app (repository names may hold '_'): {underscore:#?}"
     );
     let text = ok(
-        cli(&db.url, &["audit", "--user", "robot$ci"], None).await,
+        cli(&db.url, &["audit", "--user", "robot$ci"])
+            .run_async()
+            .await,
         "berth audit",
     );
     let robot_row = row(&rows, "robot$ci", "repository:ci/app:push");
@@ -1264,7 +1156,7 @@ async fn audit_log_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_postgres() {
-    if let Some(db) = TestDb::postgres("audit_log_postgres").await {
+    if let Some(db) = TestDb::postgres("audit_log_postgres") {
         audit(db).await;
     }
 }
@@ -1272,106 +1164,29 @@ async fn audit_log_postgres() {
 // ---------------------------------------------------------------------------
 // What `berth serve` logs
 
-/// `berth serve` as a child process, logging JSON to a file; SIGTERM on drop.
-pub(crate) struct Serve {
-    child: std::process::Child,
-    pub(crate) base: String,
-    log: std::path::PathBuf,
-    db: String,
-    _dir: tempfile::TempDir,
+/// `berth serve` as a child process with [`POLICY`], logging JSON at debug
+/// level: everything berth and its libraries say, not only the default.
+pub(crate) fn serve_debug_json(admin_pw: &str) -> BerthProcess {
+    Serve::new(SVC, "berth-test", admin_pw)
+        .policy(POLICY)
+        .env("BERTH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .start()
 }
 
-impl Serve {
-    pub(crate) async fn start(admin_pw: &str) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let policies = dir.path().join("policies");
-        std::fs::create_dir_all(&policies).unwrap();
-        std::fs::write(policies.join("p.toml"), POLICY).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let db = dir.path().join("berth.db").display().to_string();
-        let log = dir.path().join("serve.log");
-        let child = Command::new(BERTH)
-            .arg("serve")
-            .current_dir(dir.path())
-            .env_remove("BERTH_CONFIG")
-            .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
-            .env("BERTH_PUBLIC_URL", &base)
-            .env("BERTH_DATABASE", &db)
-            .env("BERTH_KEYS_DIR", dir.path().join("keys"))
-            .env("BERTH_POLICIES_DIR", &policies)
-            .env("BERTH_SERVICE", SVC)
-            .env("BERTH_ADMIN_PASSWORD", admin_pw)
-            .env("BERTH_LOG_FORMAT", "json")
-            // Everything berth and its libraries say, not only the default.
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn berth serve");
-        let mut serve = Serve {
-            child,
-            base,
-            log,
-            db,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", serve.base)).await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(st)) = serve.child.try_wait() {
-                panic!("berth serve exited ({st}):\n{}", serve.logs());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "berth serve not up:\n{}",
-                serve.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        serve
-    }
-
-    pub(crate) fn logs(&self) -> String {
-        let out = std::fs::read_to_string(self.log.with_file_name("serve.out")).unwrap_or_default();
-        format!(
-            "{}{out}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// SIGTERM and wait, so every log line is written.
-    pub(crate) fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// What the server logged (stderr) and printed (stdout).
+pub(crate) fn logs(srv: &BerthProcess) -> String {
+    format!("{}{}", srv.log(), srv.stdout())
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
+/// SIGTERM and wait, so every log line is written.
+#[track_caller]
+pub(crate) fn stop(srv: &mut BerthProcess) {
+    assert!(
+        srv.stop(Duration::from_secs(15)).is_some(),
+        "berth serve still runs 15 s after SIGTERM:\n{}",
+        srv.log_tail(40)
+    );
 }
 
 /// No password, robot secret, access token, refresh token or issued token (nor
@@ -1380,19 +1195,17 @@ impl Drop for Serve {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_and_audit_hold_no_secrets() {
     let admin_pw = "Admin-Secret-4711";
-    let mut srv = Serve::start(admin_pw).await;
-    let db = srv.db.clone();
+    let mut srv = serve_debug_json(admin_pw);
+    let db = srv.setting("BERTH_DATABASE").unwrap().to_owned();
     ok(
-        cli(
-            &db,
-            &["user", "add", "alice", "--password-stdin"],
-            Some("Alice-Secret-0815\n"),
-        )
-        .await,
+        cli(&db, &["user", "add", "alice", "--password-stdin"])
+            .stdin("Alice-Secret-0815\n")
+            .run_async()
+            .await,
         "berth user add",
     );
     let robot = shown_once(&ok(
-        cli(&db, &["robot", "create", "ci"], None).await,
+        cli(&db, &["robot", "create", "ci"]).run_async().await,
         "berth robot create",
     ));
     let pat = shown_once(&ok(
@@ -1406,13 +1219,13 @@ async fn serve_logs_and_audit_hold_no_secrets() {
                 "--limit",
                 "repository:team-a/**:pull",
             ],
-            None,
         )
+        .run_async()
         .await,
         "berth token create",
     ));
     let c = reqwest::Client::new();
-    let url = format!("{}/token", srv.base);
+    let url = srv.realm();
     let mut secrets = vec![
         admin_pw.to_owned(),
         "Alice-Secret-0815".to_owned(),
@@ -1480,7 +1293,10 @@ async fn serve_logs_and_audit_hold_no_secrets() {
     let n = basic.len() + 2;
     let start = Instant::now();
     let rows = loop {
-        let out = ok(cli(&db, &["audit", "--json"], None).await, "berth audit");
+        let out = ok(
+            cli(&db, &["audit", "--json"]).run_async().await,
+            "berth audit",
+        );
         let rows: Vec<Value> = out
             .stdout
             .lines()
@@ -1492,8 +1308,8 @@ async fn serve_logs_and_audit_hold_no_secrets() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    srv.stop();
-    let logs = srv.logs();
+    stop(&mut srv);
+    let logs = logs(&srv);
     let forms = leak_forms(&secrets);
     assert_no_leak(&logs, &forms, "berth serve's log");
     assert_no_leak(&format!("{rows:?}"), &forms, "the audit log");

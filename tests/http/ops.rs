@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::state::AppState;
@@ -14,6 +13,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use crate::common::server::Serve;
 use crate::support::{enc, Resp, ADMIN_PW};
 
 trait FullText {
@@ -839,67 +839,21 @@ async fn tls_files_that_do_not_work_stop_the_start_with_a_clear_error() {
 // ---------------------------------------------------------------------------
 // SIGTERM on the real process
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn sigterm_finishes_requests_in_flight_and_exits_zero_in_bounded_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("serve")
-            .env("BERTH_LISTEN", addr.to_string())
-            .env("BERTH_DATABASE", dir.path().join("berth.db"))
-            .env("BERTH_KEYS_DIR", dir.path().join("keys"))
-            .env(
-                "BERTH_POLICIES_DIR",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-            )
-            .env("BERTH_SERVICE", "registry.test")
-            .env("BERTH_ADMIN_PASSWORD", ADMIN_PW)
-            .env("BERTH_SHUTDOWN_TIMEOUT", "3s")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let mut srv = Serve::new("registry.test", "berth-ops", ADMIN_PW)
+        .env("BERTH_SHUTDOWN_TIMEOUT", "3s")
+        .env("RUST_LOG", "info")
+        .start();
+    let addr: SocketAddr = srv.addr().parse().unwrap();
     let started = Instant::now();
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
+    while srv.get("/readyz").map(|(status, _)| status) != Some(200) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "berth did not become ready:\n{}",
-            log()
+            srv.log()
         );
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "berth exited:\n{}",
-            log()
-        );
+        assert!(srv.running(), "berth exited:\n{}", srv.log());
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -924,12 +878,7 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero_in_bounded_time() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    srv.signal("TERM");
     let term_at = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     // The listener is closed: new connections are refused.
@@ -945,29 +894,21 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero_in_bounded_time() {
     assert!(
         answer.starts_with("HTTP/1.1 200"),
         "in-flight request did not complete: {answer:?}\n{}",
-        log()
+        srv.log()
     );
     assert!(answer.contains("\"access_token\""), "{answer}");
 
     // The process exits 0 once B is cut off at the shutdown timeout.
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            term_at.elapsed() < Duration::from_secs(15),
-            "berth still running 15 s after SIGTERM:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = srv
+        .wait_exit(Duration::from_secs(15).saturating_sub(term_at.elapsed()))
+        .unwrap_or_else(|| panic!("berth still running 15 s after SIGTERM:\n{}", srv.log()));
     let took = term_at.elapsed();
-    assert!(status.success(), "exit status {status}:\n{}", log());
+    assert!(status.success(), "exit status {status}:\n{}", srv.log());
     assert!(
         took >= Duration::from_millis(2500) && took < Duration::from_secs(12),
         "exit after {took:?} (shutdown timeout 3 s)"
     );
-    let log = log();
+    let log = srv.log();
     assert!(log.contains("shutdown timeout reached"), "{log}");
     drop(b);
 }
