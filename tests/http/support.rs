@@ -405,6 +405,44 @@ impl TestServer {
     }
 }
 
+/// The default service of every test server.
+pub const SVC: &str = "registry.test";
+
+/// The refresh token of a 200 answer.
+pub fn refresh_of(r: &Resp) -> String {
+    let j = r.ok();
+    j["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token in {j}"))
+        .to_owned()
+}
+
+/// A refresh-token grant form.
+pub fn refresh_form<'a>(
+    token: &'a str,
+    service: &'a str,
+    scope: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", token),
+        ("client_id", "docker"),
+        ("service", service),
+        ("scope", scope),
+    ]
+}
+
+/// The entry for `name` in an `access` claim.
+pub fn entry(access: &Value, name: &str) -> Value {
+    access
+        .as_array()
+        .unwrap_or_else(|| panic!("access is not an array: {access}"))
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no access entry for {name} in {access}"))
+        .clone()
+}
+
 /// `0x04 || x || y` of an EC JWK.
 pub fn ec_point(jwk: &Value) -> Vec<u8> {
     let x = BASE64URL_NOPAD
