@@ -8,30 +8,40 @@ use std::time::Duration;
 use berth::authn::machine::ACCESS_TOKEN_PREFIX;
 
 use crate::machine::{
-    actions, add_token, cli_ok, expect, granted, server, shown_once, TestDb, NO_THROTTLE, SVC,
+    actions, add_token, cli_ok, expect, granted, on_both_databases, server, shown_once, TestDb,
+    NO_THROTTLE, SVC,
 };
-use crate::support::{now, uname};
+use crate::support::{now, uname, TestServer};
 
-async fn access_tokens(db: TestDb) {
-    let s = server(&db, NO_THROTTLE).await;
+/// `berth token create` for alice; returns the token.
+async fn create(db: &TestDb, name: &str, limit: &str) -> String {
+    let args = [
+        "token", "create", "--user", "alice", "--name", name, "--limit", limit,
+    ];
+    let out = cli_ok(&db.url, &args).await;
+    let token = shown_once(&out);
+    assert!(token.starts_with(ACCESS_TOKEN_PREFIX), "{out}");
+    token
+}
+
+/// A server with alice and bob, and two tokens of alice's made by the CLI:
+/// `ci-pull` (pull on team-a/**) and `wide` (everything everywhere).
+async fn with_tokens(db: &TestDb) -> (TestServer, String, String) {
+    let s = server(db, NO_THROTTLE).await;
     s.add_user("alice", "alice-pw", &[]).await;
     s.add_user("bob", "bob-pw", &[]).await;
-    let create = |name: &'static str, limit: &'static str| {
-        let url = db.url.clone();
-        async move {
-            let args = [
-                "token", "create", "--user", "alice", "--name", name, "--limit", limit,
-            ];
-            let out = cli_ok(&url, &args).await;
-            let token = shown_once(&out);
-            assert!(token.starts_with(ACCESS_TOKEN_PREFIX), "{out}");
-            token
-        }
-    };
-    let pat = create("ci-pull", "repository:team-a/**:pull").await;
+    let pat = create(db, "ci-pull", "repository:team-a/**:pull").await;
+    let wide = create(db, "wide", "repository:**:pull,push,delete").await;
+    (s, pat, wide)
+}
 
-    // The intersection of alice's policy (pull, push on team-a and alice) and the
-    // limit (pull on team-a).
+const SCOPE: &str = "repository:team-a/app:pull";
+
+/// The intersection of alice's policy (pull, push on team-a and alice) and the
+/// limit (pull on team-a); the password is not limited, and a wide limit never
+/// widens the policy.
+async fn limit_meets_policy(db: TestDb) {
+    let (s, pat, wide) = with_tokens(&db).await;
     let scopes = [
         "repository:team-a/app:pull,push",
         "repository:alice/app:pull,push",
@@ -51,14 +61,18 @@ async fn access_tokens(db: TestDb) {
         "the password is not limited: {access}"
     );
     // A wide limit never widens the policy.
-    let wide = create("wide", "repository:**:pull,push,delete").await;
     let access = granted(&s, "alice", &wide, &scopes).await;
     assert_eq!(actions(&access, "team-a/app"), both, "{access}");
     assert_eq!(actions(&access, "alice/app"), both, "{access}");
     assert!(actions(&access, "bob/app").is_empty(), "{access}");
+}
 
-    // Only for its owner, under the owner's exact name.
-    let scope = "repository:team-a/app:pull";
+on_both_databases!(limit_meets_policy => token_limit_meets_policy_sqlite, token_limit_meets_policy_postgres);
+
+/// A token is only for its owner, under the owner's exact name.
+async fn owner_only(db: TestDb) {
+    let (s, pat, _) = with_tokens(&db).await;
+    let scope = SCOPE;
     for user in ["bob", "Alice", "alice ", "robot$alice"] {
         expect(
             &s,
@@ -88,8 +102,13 @@ async fn access_tokens(db: TestDb) {
         "the bare prefix",
     )
     .await;
+}
 
-    // No refresh token for a token login, by GET or by password grant.
+on_both_databases!(owner_only => token_owner_only_sqlite, token_owner_only_postgres);
+
+/// No refresh token for a token login, by GET or by password grant.
+async fn no_refresh_token(db: TestDb) {
+    let (s, pat, _) = with_tokens(&db).await;
     let q = format!("account=alice&client_id=docker&offline_token=true&service={SVC}");
     let j = s.get(&q, Some(("alice", &pat))).await.ok();
     assert!(
@@ -111,8 +130,14 @@ async fn access_tokens(db: TestDb) {
     assert!(j.get("refresh_token").is_none(), "{j}");
     let (_, claims) = s.verify(j["token"].as_str().unwrap(), SVC).await;
     assert_eq!(actions(&claims["access"], "team-a/app"), ["pull"]);
+}
 
-    // `token list`: names, dates and limits, never the secret.
+on_both_databases!(no_refresh_token => token_no_refresh_token_sqlite, token_no_refresh_token_postgres);
+
+/// `token list`: names, dates and limits, never the secret; a use is recorded.
+async fn listed(db: TestDb) {
+    let (s, pat, _) = with_tokens(&db).await;
+    expect(&s, 200, "alice", &pat, SCOPE, "a token sign-in").await;
     let out = cli_ok(&db.url, &["token", "list", "--user", "alice"]).await;
     let body = pat.trim_start_matches(ACCESS_TOKEN_PREFIX);
     assert!(
@@ -125,8 +150,14 @@ async fn access_tokens(db: TestDb) {
     let listed = s.store().list_access_tokens(&uname("alice")).await.unwrap();
     let rec = listed.iter().find(|t| t.name == "ci-pull").unwrap();
     assert!(rec.last_used_at.is_some(), "use not recorded: {rec:?}");
+}
 
-    // Owner disabled, then enabled again; revoked.
+on_both_databases!(listed => token_list_sqlite, token_list_postgres);
+
+/// Owner disabled, then enabled again; revoked, while another token survives.
+async fn disabled_and_revoked(db: TestDb) {
+    let (s, pat, wide) = with_tokens(&db).await;
+    let scope = SCOPE;
     cli_ok(&db.url, &["user", "disable", "alice"]).await;
     expect(&s, 401, "alice", &pat, scope, "token of a disabled owner").await;
     cli_ok(&db.url, &["user", "enable", "alice"]).await;
@@ -134,8 +165,14 @@ async fn access_tokens(db: TestDb) {
     cli_ok(&db.url, &["token", "revoke", "--user", "alice", "ci-pull"]).await;
     expect(&s, 401, "alice", &pat, scope, "revoked token").await;
     expect(&s, 200, "alice", &wide, scope, "another token survives").await;
+}
 
-    // Expired (in the past, and passing while in use).
+on_both_databases!(disabled_and_revoked => token_disabled_and_revoked_sqlite, token_disabled_and_revoked_postgres);
+
+/// Expired: in the past, and passing while in use.
+async fn expiry(db: TestDb) {
+    let (s, _, _) = with_tokens(&db).await;
+    let scope = SCOPE;
     let limit = "repository:team-a/**:pull";
     let old = add_token(&s, "old", limit, now() - 1).await;
     expect(&s, 401, "alice", &old, scope, "expired token").await;
@@ -153,14 +190,4 @@ async fn access_tokens(db: TestDb) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_tokens_sqlite() {
-    access_tokens(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_tokens_postgres() {
-    if let Some(db) = TestDb::postgres("access_tokens_postgres") {
-        access_tokens(db).await;
-    }
-}
+on_both_databases!(expiry => token_expiry_sqlite, token_expiry_postgres);

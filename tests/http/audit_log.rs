@@ -12,8 +12,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::machine::{
-    assert_no_leak, cli, leak_forms, ok, query, refused, server, shown_once, TestDb, NO_THROTTLE,
-    SVC,
+    assert_no_leak, cli, leak_forms, ok, on_both_databases, query, refused, server, shown_once,
+    TestDb, NO_THROTTLE, SVC,
 };
 use crate::support::{now, Resp, TestServer};
 
@@ -49,8 +49,20 @@ fn row<'a>(rows: &'a [AuditRecord], account: &str, requested: &str) -> &'a Audit
         .unwrap_or_else(|| panic!("no audit row for {account:?} asking {requested:?} in {rows:#?}"))
 }
 
-async fn audit(db: TestDb) {
-    let s = server(&db, NO_THROTTLE).await;
+/// Eleven decisions on a fresh server, and every text form of the secrets
+/// they were made with.
+struct Decisions {
+    /// The server, kept running until the test ends.
+    server: TestServer,
+    rows: Vec<AuditRecord>,
+    forms: Vec<String>,
+}
+
+/// Makes the decisions: an old one written directly (to check `--since`), then
+/// 1 issued, 2 partial, 3 refused, 4 wrong password, 5 robot, 6 token,
+/// 7 anonymous, 8 docker login + 9 refresh grant, 10 underscore repository.
+async fn decisions(db: &TestDb) -> Decisions {
+    let s = server(db, NO_THROTTLE).await;
     s.add_user("alice", "alice-pw", &[]).await;
     let store = s.store();
     let (robot, hash) = new_secret(ROBOT_SECRET_PREFIX).unwrap();
@@ -190,6 +202,47 @@ async fn audit(db: TestDb) {
     .ok();
 
     let rows = audit_rows(&s, 11).await;
+    let forms = leak_forms(
+        &[
+            vec![
+                "alice-pw".to_owned(),
+                "wrong-Passw0rd".to_owned(),
+                robot.clone(),
+                pat.clone(),
+            ],
+            tokens,
+        ]
+        .concat(),
+    );
+    Decisions {
+        server: s,
+        rows,
+        forms,
+    }
+}
+
+/// `berth audit --json ARGS`, the real binary on the same database.
+async fn audit_json(db: &TestDb, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["audit", "--json"];
+    all.extend(args);
+    let out = ok(
+        cli(&db.url, &all).run_async().await,
+        &format!("berth {all:?}"),
+    );
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect::<Vec<Value>>()
+}
+
+/// Every row has its own request id; recent ones a well-formed id, the
+/// client's address, the service and a latency.
+async fn request_ids(db: TestDb) {
+    let Decisions {
+        server: _running,
+        rows,
+        ..
+    } = decisions(&db).await;
     let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
     ids.sort();
     ids.dedup();
@@ -203,6 +256,17 @@ async fn audit(db: TestDb) {
         assert_eq!(r.service, SVC, "{r:?}");
         assert!(r.latency_us > 0, "{r:?}");
     }
+}
+
+on_both_databases!(request_ids => audit_request_ids_sqlite, audit_request_ids_postgres);
+
+/// Each decision's row: kind, source, grant, refusal, rule and outcome.
+async fn decision_rows(db: TestDb) {
+    let Decisions {
+        server: _running,
+        rows,
+        ..
+    } = decisions(&db).await;
     let r = row(&rows, "alice", "repository:alice/app:pull,push");
     assert_eq!(
         (r.kind.as_str(), r.via.as_str(), r.outcome.as_str()),
@@ -262,43 +326,41 @@ async fn audit(db: TestDb) {
     let r = row(&rows, "alice", "repository:alice/app:pull");
     assert_eq!(r.via, "refresh", "{r:?}");
     assert_eq!(row(&rows, "alice", "").outcome, "issued");
+}
 
-    let forms = leak_forms(
-        &[
-            vec![
-                "alice-pw".to_owned(),
-                "wrong-Passw0rd".to_owned(),
-                robot.clone(),
-                pat.clone(),
-            ],
-            tokens,
-        ]
-        .concat(),
-    );
+on_both_databases!(decision_rows => audit_decision_rows_sqlite, audit_decision_rows_postgres);
+
+/// No password, robot secret, access token, refresh token or issued token (nor
+/// a hash of one) in any row.
+async fn no_secret_in_rows(db: TestDb) {
+    let Decisions {
+        server: _running,
+        rows,
+        forms,
+        ..
+    } = decisions(&db).await;
     for r in &rows {
         assert_no_leak(&serde_json::to_string(r).unwrap(), &forms, "an audit row");
     }
+}
 
-    // `berth audit`, the real binary on the same database.
-    let query_cli = |args: &'static [&'static str]| {
-        let url = db.url.clone();
-        async move {
-            let mut all = vec!["audit", "--json"];
-            all.extend(args);
-            let out = ok(cli(&url, &all).run_async().await, &format!("berth {all:?}"));
-            out.stdout
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                .collect::<Vec<Value>>()
-        }
-    };
-    let all = query_cli(&[]).await;
+on_both_databases!(no_secret_in_rows => audit_no_secret_in_rows_sqlite, audit_no_secret_in_rows_postgres);
+
+/// `berth audit` lists every row without a secret, and filters by user and
+/// by time.
+async fn cli_by_user_and_time(db: TestDb) {
+    let Decisions {
+        server: _running,
+        forms,
+        ..
+    } = decisions(&db).await;
+    let all = audit_json(&db, &[]).await;
     assert_eq!(all.len(), 11, "{all:#?}");
     assert_no_leak(&format!("{all:?}"), &forms, "berth audit --json");
-    let mine = query_cli(&["--user", "alice"]).await;
+    let mine = audit_json(&db, &["--user", "alice"]).await;
     assert_eq!(mine.len(), 9, "{mine:#?}");
     assert!(mine.iter().all(|r| r["account"] == "alice"));
-    let recent = query_cli(&["--user", "alice", "--since", "1h"]).await;
+    let recent = audit_json(&db, &["--user", "alice", "--since", "1h"]).await;
     assert_eq!(
         recent.len(),
         8,
@@ -307,7 +369,14 @@ async fn audit(db: TestDb) {
     assert!(recent
         .iter()
         .all(|r| r["requested"] != "repository:alice/old:pull"));
-    let denied = query_cli(&["--denied"]).await;
+}
+
+on_both_databases!(cli_by_user_and_time => audit_cli_by_user_and_time_sqlite, audit_cli_by_user_and_time_postgres);
+
+/// `berth audit --denied`: refusals, partial grants and the failed sign-in.
+async fn cli_denied(db: TestDb) {
+    let _running = decisions(&db).await;
+    let denied = audit_json(&db, &["--denied"]).await;
     let mut got: Vec<String> = denied
         .iter()
         .map(|r| {
@@ -331,22 +400,40 @@ async fn audit(db: TestDb) {
         "--denied: refusals, partial grants and the failed sign-in: {denied:#?}"
     );
     assert!(denied.iter().any(|r| r["outcome"] == "invalid_grant"));
-    let bob = query_cli(&["--repo", "bob/app"]).await;
+}
+
+on_both_databases!(cli_denied => audit_cli_denied_sqlite, audit_cli_denied_postgres);
+
+/// `berth audit --repo` matches a whole repository name, `_` included.
+async fn cli_by_repository(db: TestDb) {
+    let _running = decisions(&db).await;
+    let bob = audit_json(&db, &["--repo", "bob/app"]).await;
     assert_eq!(bob.len(), 2, "--repo bob/app: {bob:#?}");
     assert!(bob
         .iter()
         .all(|r| r["requested"].as_str().unwrap().contains(":bob/app:")));
-    let none = query_cli(&["--repo", "bob"]).await;
+    let none = audit_json(&db, &["--repo", "bob"]).await;
     assert!(
         none.is_empty(),
         "--repo is a repository, not a substring: {none:#?}"
     );
-    let underscore = query_cli(&["--repo", "alice/my_app"]).await;
+    let underscore = audit_json(&db, &["--repo", "alice/my_app"]).await;
     assert_eq!(
         underscore.len(),
         1,
         "--repo alice/my_app (repository names may hold '_'): {underscore:#?}"
     );
+}
+
+on_both_databases!(cli_by_repository => audit_cli_by_repository_sqlite, audit_cli_by_repository_postgres);
+
+/// `berth audit` without `--json`: one line per row, with its request id.
+async fn cli_text(db: TestDb) {
+    let Decisions {
+        server: _running,
+        rows,
+        ..
+    } = decisions(&db).await;
     let text = ok(
         cli(&db.url, &["audit", "--user", "robot$ci"])
             .run_async()
@@ -360,14 +447,4 @@ async fn audit(db: TestDb) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_sqlite() {
-    audit(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_postgres() {
-    if let Some(db) = TestDb::postgres("audit_log_postgres") {
-        audit(db).await;
-    }
-}
+on_both_databases!(cli_text => audit_cli_text_sqlite, audit_cli_text_postgres);

@@ -59,6 +59,28 @@ pub const NO_THROTTLE: &str = "login_failure_limit = 1000";
 // ---------------------------------------------------------------------------
 // Databases and the CLI
 
+/// Two tests of one scenario `async fn(TestDb)`: `$sqlite` on an SQLite file
+/// and `$postgres` on a fresh PostgreSQL database (skipped with the reason
+/// printed without `BERTH_TEST_POSTGRES_URL`, failed under `BERTH_E2E=require`).
+macro_rules! on_both_databases {
+    ($(#[$doc:meta])* $scenario:ident => $sqlite:ident, $postgres:ident) => {
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario($crate::common::db::TestDb::sqlite()).await;
+        }
+
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            if let Some(db) = $crate::common::db::TestDb::postgres(stringify!($postgres)) {
+                $scenario(db).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
 pub async fn server(db: &TestDb, extra: &str) -> TestServer {
     TestServer::start(Opts {
         policy: Some(POLICY),

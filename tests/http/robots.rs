@@ -10,15 +10,25 @@ use secrecy::ExposeSecret;
 
 use crate::common::proc::Out;
 use crate::machine::{
-    actions, add_robot, cli, cli_ok, expect, granted, server, shown_once, TestDb, NO_THROTTLE, SVC,
+    actions, add_robot, cli, cli_ok, expect, granted, on_both_databases, server, shown_once,
+    TestDb, NO_THROTTLE, SVC,
 };
-use crate::support::now;
+use crate::support::{now, TestServer};
 
-async fn robots(db: TestDb) {
-    let s = server(&db, NO_THROTTLE).await;
+/// A server with alice (group `builders`) and robot `ci` (also in
+/// `builders`); returns the server and ci's secret.
+async fn with_ci(db: &TestDb) -> (TestServer, String) {
+    let s = server(db, NO_THROTTLE).await;
     s.add_user("alice", "alice-pw", &["builders"]).await;
     let ci = add_robot(&s, "ci", &["builders"], None).await;
     assert!(ci.starts_with(ROBOT_SECRET_PREFIX));
+    (s, ci)
+}
+
+/// Policy rules for robots apply to robots only, whatever the groups; a
+/// sign-in is recorded and the secret is stored as its SHA-256.
+async fn kind_decides(db: TestDb) {
+    let (s, ci) = with_ci(&db).await;
     let scopes = [
         "repository:ci/app:pull,push",
         "repository:base/img:pull,push",
@@ -38,8 +48,13 @@ async fn robots(db: TestDb) {
     let rec = s.store().find_robot("ci").await.unwrap().unwrap();
     assert!(rec.last_used_at.is_some(), "sign-in not recorded: {rec:?}");
     assert_eq!(rec.secret_hash, secret_hash(&ci), "stored as SHA-256");
+}
 
-    // Robots get no refresh token, by GET or by password grant.
+on_both_databases!(kind_decides => robot_kind_decides_sqlite, robot_kind_decides_postgres);
+
+/// Robots get no refresh token, by GET or by password grant.
+async fn no_refresh_token(db: TestDb) {
+    let (s, ci) = with_ci(&db).await;
     let q = format!("service={SVC}&offline_token=true");
     let j = s.get(&q, Some(("robot$ci", &ci))).await.ok();
     assert!(j.get("refresh_token").is_none(), "{j}");
@@ -55,8 +70,13 @@ async fn robots(db: TestDb) {
         ])
         .await;
     assert!(r.ok().get("refresh_token").is_none(), "{}", r.text());
+}
 
-    // Wrong secrets, and a secret used as another robot or as a user.
+on_both_databases!(no_refresh_token => robot_no_refresh_token_sqlite, robot_no_refresh_token_postgres);
+
+/// Wrong secrets, and a secret used as another robot or as a user.
+async fn borrowed_secrets(db: TestDb) {
+    let (s, ci) = with_ci(&db).await;
     let other = add_robot(&s, "other", &[], None).await;
     let scope = "repository:ci/app:pull";
     expect(
@@ -106,8 +126,14 @@ async fn robots(db: TestDb) {
         "robot$other, own secret",
     )
     .await;
+}
 
-    // Expiry: in the past, and passing while the robot is in use.
+on_both_databases!(borrowed_secrets => robot_borrowed_secrets_sqlite, robot_borrowed_secrets_postgres);
+
+/// Expiry: in the past, and passing while the robot is in use.
+async fn expiry(db: TestDb) {
+    let (s, _) = with_ci(&db).await;
+    let scope = "repository:ci/app:pull";
     let old = add_robot(&s, "old", &[], Some(now() - 10)).await;
     expect(&s, 401, "robot$old", &old, scope, "expired robot").await;
     let soon = add_robot(&s, "soon", &[], Some(now() + 2)).await;
@@ -122,8 +148,14 @@ async fn robots(db: TestDb) {
         "robot after its expiry passed",
     )
     .await;
+}
 
-    // Disabled, enabled, rotated, deleted.
+on_both_databases!(expiry => robot_expiry_sqlite, robot_expiry_postgres);
+
+/// Disabled, enabled, rotated, deleted through the store.
+async fn lifecycle(db: TestDb) {
+    let (s, ci) = with_ci(&db).await;
+    let scope = "repository:ci/app:pull";
     let store = s.store();
     store.set_robot_disabled("ci", true, now()).await.unwrap();
     expect(&s, 401, "robot$ci", &ci, scope, "disabled robot").await;
@@ -139,8 +171,14 @@ async fn robots(db: TestDb) {
     expect(&s, 200, "robot$ci", new, scope, "new secret after rotation").await;
     store.delete_robot("ci").await.unwrap();
     expect(&s, 401, "robot$ci", new, scope, "deleted robot").await;
+}
 
-    // The same through the real CLI, on the server's database.
+on_both_databases!(lifecycle => robot_lifecycle_sqlite, robot_lifecycle_postgres);
+
+/// Created, listed, rotated and disabled through the real CLI, on the
+/// server's database.
+async fn lifecycle_in_cli(db: TestDb) {
+    let (s, _) = with_ci(&db).await;
     let out = cli_ok(
         &db.url,
         &[
@@ -210,17 +248,7 @@ async fn robots(db: TestDb) {
     assert!(line.contains("disabled"), "{line}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn robots_sqlite() {
-    robots(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn robots_postgres() {
-    if let Some(db) = TestDb::postgres("robots_postgres") {
-        robots(db).await;
-    }
-}
+on_both_databases!(lifecycle_in_cli => robot_cli_lifecycle_sqlite, robot_cli_lifecycle_postgres);
 
 /// Names with path or shell metacharacters never reach the database: the CLI
 /// refuses them with a message naming the problem and a non-zero exit.
