@@ -7,8 +7,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::support::{self, entry, now, Opts, TestServer, ISSUER, SVC};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_verify_in_every_key_id_mode() {
+/// A server with 10-minute tokens, no token reuse, and alice; and its JWKS.
+async fn with_alice() -> (TestServer, Value) {
     let s = TestServer::start(Opts {
         token_ttl: "10m",
         // Fresh signatures each time (jti must not repeat); reuse has its own tests.
@@ -18,6 +18,12 @@ async fn claims_verify_in_every_key_id_mode() {
     .await;
     s.add_user("alice", "wonderland", &[]).await;
     let jwks = s.jwks().await;
+    (s, jwks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_verify_in_every_key_id_mode() {
+    let (s, jwks) = with_alice().await;
     let key = jwks["keys"][0].clone();
     let cert_der = data_encoding::BASE64
         .decode(key["x5c"][0].as_str().expect("x5c in JWKS").as_bytes())
@@ -115,8 +121,12 @@ async fn claims_verify_in_every_key_id_mode() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), jtis.len(), "jti repeats: {jtis:?}");
+}
 
-    // A token for one service does not verify as another's.
+/// A token for one service does not verify as another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_not_verify_for_another_service() {
+    let (s, jwks) = with_alice().await;
     let j = s
         .get("service=other.test", Some(("alice", "wonderland")))
         .await

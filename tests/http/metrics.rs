@@ -3,9 +3,12 @@
 //! reloads; and metrics on their own address.
 
 use crate::ops::{get, sample, token_query, value, FullText, OpsServer, POLICY};
+use crate::support::Resp;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_requests_stages_cache_and_keys() {
+/// A server that answered two logins of alice (the second from the credential
+/// cache), a wrong password, a bad scope and an unknown path; the server, a
+/// client and its `/metrics` answer.
+async fn after_five_requests() -> (OpsServer, reqwest::Client, Resp) {
     let s = OpsServer::start("", None, false).await;
     s.add_user("alice", "wonderland").await;
     let c = reqwest::Client::new();
@@ -35,10 +38,12 @@ async fn metrics_count_requests_stages_cache_and_keys() {
 
     let m = get(&c, &s.url("/metrics"), &[]).await;
     assert_eq!(m.status, 200);
-    assert_eq!(
-        m.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
+    (s, c, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_endpoint_and_outcome() {
+    let (s, _, m) = after_five_requests().await;
     let text = m.text_full();
     let token = |outcome: &str| {
         value(
@@ -63,6 +68,13 @@ async fn metrics_count_requests_stages_cache_and_keys() {
         ),
         4.0
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_time_each_stage_and_count_cache_lookups() {
+    let (s, _, m) = after_five_requests().await;
+    let text = m.text_full();
     // Three requests got as far as authentication, two past it.
     let stage = |s: &str| {
         value(
@@ -94,6 +106,13 @@ async fn metrics_count_requests_stages_cache_and_keys() {
         ),
         2.0
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_policy_keys_and_backends() {
+    let (s, _, m) = after_five_requests().await;
+    let text = m.text_full();
     assert_eq!(value(&text, "berth_policy_generation"), 1.0);
     assert_eq!(value(&text, "berth_policy_reload_failed"), 0.0);
     assert_eq!(value(&text, "berth_policy_rules"), 2.0);
@@ -120,12 +139,28 @@ async fn metrics_count_requests_stages_cache_and_keys() {
     assert_eq!(value(&text, "berth_signing_ca_online"), 1.0);
     // No backend failed.
     assert!(!text.contains("berth_auth_backend_errors_total{"), "{text}");
-    // No account name, password or address in any label.
+    s.shutdown().await;
+}
+
+/// No account name, password or address in any label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_name_no_account_password_or_address() {
+    let (s, _, m) = after_five_requests().await;
+    let text = m.text_full();
     for secret in ["alice", "wonderland", "not-her-password", "127.0.0.1"] {
         assert!(!text.contains(secret), "{secret} in metrics:\n{text}");
     }
+    s.shutdown().await;
+}
 
-    // OpenMetrics when asked for.
+/// The Prometheus text format by default, OpenMetrics when asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_formats() {
+    let (s, c, m) = after_five_requests().await;
+    assert_eq!(
+        m.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     let m = get(
         &c,
         &s.url("/metrics"),

@@ -7,23 +7,39 @@ use serde_json::json;
 
 use crate::support::{entry, now, refresh_form, refresh_of, uname, Opts, TestServer, SVC};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_password_and_refresh_grants() {
+/// podman's password grant for alice (`service` is field 4).
+const BASE: [(&str, &str); 6] = [
+    ("grant_type", "password"),
+    ("username", "alice"),
+    ("password", "wonderland"),
+    ("client_id", "podman"),
+    ("service", SVC),
+    (
+        "scope",
+        "repository:alice/app:pull,push repository:bob/app:pull",
+    ),
+];
+
+/// [`BASE`] with `access_type=offline`, which asks for a refresh token.
+fn offline() -> Vec<(&'static str, &'static str)> {
+    let mut offline = BASE.to_vec();
+    offline.push(("access_type", "offline"));
+    offline
+}
+
+/// A default server with alice, and a refresh token of hers for [`SVC`].
+async fn with_refresh_token() -> (TestServer, String) {
     let s = TestServer::start(Opts::default()).await;
     s.add_user("alice", "wonderland", &[]).await;
+    let refresh = refresh_of(&s.post(&offline()).await);
+    (s, refresh)
+}
 
-    let base = [
-        ("grant_type", "password"),
-        ("username", "alice"),
-        ("password", "wonderland"),
-        ("client_id", "podman"),
-        ("service", SVC),
-        (
-            "scope",
-            "repository:alice/app:pull,push repository:bob/app:pull",
-        ),
-    ];
-    // Without access_type=offline: token, no refresh token.
+/// Without `access_type=offline`: a token, no refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant() {
+    let (s, _) = with_refresh_token().await;
+    let base = BASE;
     let r = s.post(&base).await;
     let j = r.ok();
     assert_eq!(j["token"], j["access_token"]);
@@ -35,13 +51,14 @@ async fn post_password_and_refresh_grants() {
         json!(["pull", "push"])
     );
     assert_eq!(entry(&claims["access"], "bob/app")["actions"], json!([]));
+}
 
-    // With access_type=offline: a refresh token.
-    let mut offline = base.to_vec();
-    offline.push(("access_type", "offline"));
-    let refresh = refresh_of(&s.post(&offline).await);
-
-    // The refresh grant gives a token for the same user, with space-separated scopes.
+/// With `access_type=offline` a refresh token, whose grant gives a token for
+/// the same user, with space-separated scopes, and no more refresh tokens; it
+/// stays good for every token (docker reuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_grant() {
+    let (s, refresh) = with_refresh_token().await;
     let r = s
         .post(&refresh_form(
             &refresh,
@@ -66,8 +83,12 @@ async fn post_password_and_refresh_grants() {
     );
     // Used again: still good (docker reuses it for every token).
     s.post(&refresh_form(&refresh, SVC, "")).await.ok();
+}
 
-    // A refresh token from GET login works with POST too (docker's flow).
+/// A refresh token from a GET login works with POST too (docker's flow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_from_get_login() {
+    let (s, _) = with_refresh_token().await;
     let r = s
         .get(
             &format!("account=alice&client_id=docker&offline_token=true&service={SVC}"),
@@ -85,8 +106,14 @@ async fn post_password_and_refresh_grants() {
         .ok();
     let (_, claims) = s.verify(j["token"].as_str().unwrap(), SVC).await;
     assert_eq!(claims["sub"], "alice");
+}
 
-    // Bound to its service: not valid for another configured service.
+/// A refresh token is bound to its service: not valid for another configured
+/// service, and still valid for its own afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_bound_to_its_service() {
+    let (s, refresh) = with_refresh_token().await;
+    let offline = offline();
     s.post(&refresh_form(
         &refresh,
         "other.test",
@@ -108,8 +135,12 @@ async fn post_password_and_refresh_grants() {
     s.post(&refresh_form(&other_refresh, SVC, ""))
         .await
         .err(400, "invalid_grant");
+}
 
-    // Bogus refresh tokens.
+/// Bogus refresh tokens are an `invalid_grant`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_refresh_tokens() {
+    let (s, _) = with_refresh_token().await;
     for bogus in [
         "bogus",
         &"A".repeat(43),
@@ -121,8 +152,12 @@ async fn post_password_and_refresh_grants() {
             .await
             .err(400, "invalid_grant");
     }
+}
 
-    // Unknown grant types.
+/// Unknown grant types are an `unsupported_grant_type`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_grant_types() {
+    let (s, _) = with_refresh_token().await;
     for g in [
         "client_credentials",
         "authorization_code",
@@ -134,8 +169,12 @@ async fn post_password_and_refresh_grants() {
             .await
             .err(400, "unsupported_grant_type");
     }
+}
 
-    // Missing fields → invalid_request.
+/// Missing fields are an `invalid_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_fields() {
+    let (s, refresh) = with_refresh_token().await;
     let missing: Vec<Vec<(&str, &str)>> = vec![
         vec![],
         vec![("client_id", "t"), ("service", SVC)],
@@ -190,9 +229,13 @@ async fn post_password_and_refresh_grants() {
             r.text()
         );
     }
+}
 
-    // Unknown service on POST.
-    let mut unknown = base.to_vec();
+/// An unknown service on POST is an `invalid_request`, for both grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service() {
+    let (s, refresh) = with_refresh_token().await;
+    let mut unknown = BASE.to_vec();
     unknown[4] = ("service", "nope.test");
     s.post(&unknown).await.err(400, "invalid_request");
     s.post(&refresh_form(&refresh, "nope.test", ""))
