@@ -10,11 +10,23 @@ use crate::machine::{
     assert_no_leak, cli, leak_forms, logs, ok, serve_debug_json, shown_once, stop, SVC,
 };
 
-/// No password, robot secret, access token, refresh token or issued token (nor
-/// a hash of one) appears in what `berth serve` logs at debug level, nor in the
-/// audit rows; every decision's log line carries the request id of its row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_logs_and_audit_hold_no_secrets() {
+/// What a stopped `berth serve` left behind after nine decisions.
+struct Served {
+    /// Everything it logged.
+    logs: String,
+    /// The audit rows, as `berth audit --json` prints them.
+    rows: Vec<Value>,
+    /// Every text form of every secret the requests carried or got back.
+    forms: Vec<String>,
+    /// How many decisions were made.
+    n: usize,
+}
+
+/// Starts `berth serve` logging JSON at debug level, makes a user, a robot
+/// and an access token with the CLI, asks for tokens with right and wrong
+/// secrets (GET with Basic, POST refresh and password grants), waits for the
+/// audit rows and stops the server, so every log line is written.
+async fn served() -> Served {
     let admin_pw = "Admin-Secret-4711";
     let mut srv = serve_debug_json(admin_pw);
     let db = srv.setting("BERTH_DATABASE").unwrap().to_owned();
@@ -130,10 +142,34 @@ async fn serve_logs_and_audit_hold_no_secrets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     stop(&mut srv);
-    let logs = logs(&srv);
-    let forms = leak_forms(&secrets);
+    Served {
+        logs: logs(&srv),
+        rows,
+        forms: leak_forms(&secrets),
+        n,
+    }
+}
+
+/// No password, robot secret, access token, refresh token or issued token (nor
+/// a hash of one) appears in what `berth serve` logs at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_hold_no_secrets() {
+    let Served { logs, forms, .. } = served().await;
     assert_no_leak(&logs, &forms, "berth serve's log");
+}
+
+/// Nor in the audit rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_hold_no_secrets() {
+    let Served { rows, forms, .. } = served().await;
     assert_no_leak(&format!("{rows:?}"), &forms, "the audit log");
+}
+
+/// Every decision's log line carries the request id of its row, and says what
+/// the row says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_decision_logs_one_line_matching_its_row() {
+    let Served { logs, rows, n, .. } = served().await;
     let decisions: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
