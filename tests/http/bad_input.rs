@@ -6,11 +6,19 @@ use serde_json::json;
 
 use crate::support::{enc, refresh_of, Opts, Resp, TestServer, SVC};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_query_strings_and_headers() {
+/// A default server with alice.
+async fn with_alice() -> TestServer {
     let s = TestServer::start(Opts::default()).await;
     s.add_user("alice", "wonderland", &[]).await;
-    let alice = Some(("alice", "wonderland"));
+    s
+}
+
+const ALICE: Option<(&str, &str)> = Some(("alice", "wonderland"));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_strings() {
+    let s = with_alice().await;
+    let alice = ALICE;
 
     let cases: Vec<(&str, String)> = vec![
         ("five colons", "scope=a:b:c:d:e:f".into()),
@@ -41,12 +49,24 @@ async fn bad_query_strings_and_headers() {
         s.get(q, alice).await.client_error_json(what);
         s.get(q, None).await.client_error_json(what);
     }
-    // An empty `scope` asks for nothing, on GET as on POST (docker's POST sends
-    // `scope=` at login): a token with no access, not an error.
+}
+
+/// An empty `scope` asks for nothing, on GET as on POST (docker's POST sends
+/// `scope=` at login): a token with no access, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_scope_asks_for_nothing() {
+    let s = with_alice().await;
+    let alice = ALICE;
     for q in ["scope=", "scope", "scope=%20%20"] {
         let access = s.access(&format!("service={SVC}&{q}"), alice).await;
         assert_eq!(access, json!([]), "{q}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_queries() {
+    let s = with_alice().await;
+    let alice = ALICE;
     // Long queries, sent raw (an HTTP library refuses URIs this long). Up to the
     // HTTP layer's URI limit (64 KiB) berth answers with its own JSON error.
     let q = format!("service={SVC}&scope={}", "a".repeat(60 * 1024));
@@ -73,7 +93,13 @@ async fn bad_query_strings_and_headers() {
     }
     // The server is still fine afterwards.
     s.get(&format!("service={SVC}"), alice).await.ok();
+}
 
+/// Bad `Authorization` headers and credentials: a 4xx with a JSON `error`,
+/// never a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_authorization_headers() {
+    let s = with_alice().await;
     let basic = |s: &[u8]| {
         [
             b"Basic ".as_slice(),

@@ -3,22 +3,27 @@
 
 use crate::ops::{token_query, OpsServer};
 
+/// A repository the office network (198.51.100.0/24) may pull.
+const SCOPE: &str = "repository:office/app:pull";
+
+/// Whether the token in `r` grants pull, read from its claims.
+fn pulled(r: &serde_json::Value) -> bool {
+    let token = r["token"].as_str().unwrap_or_default();
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| data_encoding::BASE64URL_NOPAD.decode(p.as_bytes()).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default();
+    claims["access"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|e| e["actions"] == serde_json::json!(["pull"]))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_decide_the_client_address() {
-    let scope = "repository:office/app:pull";
-    let pulled = |r: &serde_json::Value| -> bool {
-        let token = r["token"].as_str().unwrap_or_default();
-        let claims = token
-            .split('.')
-            .nth(1)
-            .and_then(|p| data_encoding::BASE64URL_NOPAD.decode(p.as_bytes()).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .unwrap_or_default();
-        claims["access"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|e| e["actions"] == serde_json::json!(["pull"]))
-        })
-    };
+    let scope = SCOPE;
     let c = reqwest::Client::new();
 
     // berth behind a proxy on loopback.
@@ -102,8 +107,12 @@ async fn trusted_proxies_decide_the_client_address() {
     for forged in ["203.0.113.1", "203.0.113.9"] {
         assert!(!clients.contains(&forged), "{clients:?}");
     }
+}
 
-    // Without trusted proxies, the header is ignored.
+/// Without trusted proxies, the header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trusted_proxies_the_header_is_ignored() {
+    let (scope, c) = (SCOPE, reqwest::Client::new());
     let s = OpsServer::start("", None, false).await;
     let url = s.url(&format!("/token?{}", token_query(scope)));
     let r: serde_json::Value = c

@@ -250,10 +250,19 @@ async fn lifecycle_in_cli(db: TestDb) {
 
 on_both_databases!(lifecycle_in_cli => robot_cli_lifecycle_sqlite, robot_cli_lifecycle_postgres);
 
-/// Names with path or shell metacharacters never reach the database: the CLI
-/// refuses them with a message naming the problem and a non-zero exit.
+/// Asserts that a refused command left no database behind.
+#[track_caller]
+fn untouched(db: &str) {
+    assert!(
+        !std::path::Path::new(db).exists(),
+        "a refused command touched the database"
+    );
+}
+
+/// Robot names with path or shell metacharacters never reach the database:
+/// the CLI refuses them with a message naming the problem and a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_refuses_bad_robot_and_token_names() {
+async fn cli_refuses_bad_robot_names() {
     let db = TestDb::sqlite();
     let db = db.url.as_str();
     let long = "a".repeat(65);
@@ -282,6 +291,15 @@ async fn cli_refuses_bad_robot_and_token_names() {
             );
         }
     }
+    untouched(db);
+}
+
+/// Token names likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_refuses_bad_token_names() {
+    let db = TestDb::sqlite();
+    let db = db.url.as_str();
+    let long = "a".repeat(65);
     for name in [
         "../x",
         "a/b",
@@ -315,6 +333,14 @@ async fn cli_refuses_bad_robot_and_token_names() {
             "token create --name {name:?}: no clear error:\n{out}"
         );
     }
+    untouched(db);
+}
+
+/// A bad owner name or token limit likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_refuses_bad_token_owners_and_limits() {
+    let db = TestDb::sqlite();
+    let db = db.url.as_str();
     let out = cli(
         db,
         &[
@@ -349,8 +375,5 @@ async fn cli_refuses_bad_robot_and_token_names() {
             "--limit {limit:?}:\n{out}"
         );
     }
-    assert!(
-        !std::path::Path::new(db).exists(),
-        "a refused command touched the database"
-    );
+    untouched(db);
 }

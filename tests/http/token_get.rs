@@ -73,14 +73,21 @@ async fn get_token_login_and_response_shape() {
         .err(400, "invalid_request");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_token_scopes_and_partial_grants() {
+/// A default server with alice.
+async fn with_alice() -> TestServer {
     let s = TestServer::start(Opts::default()).await;
     s.add_user("alice", "wonderland", &[]).await;
-    let alice = Some(("alice", "wonderland"));
-    let admin = Some(("admin", ADMIN_PW));
+    s
+}
 
-    // Repeated scope; partial grant is the intersection, never an error.
+const ALICE: Option<(&str, &str)> = Some(("alice", "wonderland"));
+const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PW));
+
+/// Repeated scope; a partial grant is the intersection, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_partial_grants() {
+    let s = with_alice().await;
+    let alice = ALICE;
     let access = s
         .access(
             &format!("account=alice&service={SVC}&scope=repository:alice/app:pull,push&scope=repository:bob/app:pull"),
@@ -94,8 +101,13 @@ async fn get_token_scopes_and_partial_grants() {
     );
     assert_eq!(entry(&access, "bob/app")["type"], "repository");
     assert_eq!(entry(&access, "bob/app")["actions"], json!([]));
+}
 
-    // Actions come back sorted; the same repository twice is merged.
+/// Actions come back sorted; the same repository twice is merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_actions_sorted_and_merged() {
+    let s = with_alice().await;
+    let alice = ALICE;
     let access = s
         .access(
             &format!("service={SVC}&scope=repository:alice/x/y:push,delete&scope=repository:alice/x/y:pull"),
@@ -106,8 +118,13 @@ async fn get_token_scopes_and_partial_grants() {
         access,
         json!([{"type":"repository","name":"alice/x/y","actions":["delete","pull","push"]}])
     );
+}
 
-    // `*` only when requested.
+/// `*` only when requested, and only to whom it is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_star_only_when_requested() {
+    let s = with_alice().await;
+    let (alice, admin) = (ALICE, ADMIN);
     let access = s
         .access(
             &format!("service={SVC}&scope=repository:bob/app:pull"),
@@ -127,8 +144,13 @@ async fn get_token_scopes_and_partial_grants() {
         )
         .await;
     assert_eq!(entry(&access, "alice/app")["actions"], json!([]));
+}
 
-    // Catalog: admins only.
+/// The catalog: admins only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_catalog_for_admins_only() {
+    let s = with_alice().await;
+    let (alice, admin) = (ALICE, ADMIN);
     let access = s
         .access(&format!("service={SVC}&scope=registry:catalog:*"), admin)
         .await;
@@ -143,7 +165,12 @@ async fn get_token_scopes_and_partial_grants() {
         access,
         json!([{"type":"registry","name":"catalog","actions":[]}])
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_scope_with_host_and_port() {
+    let s = with_alice().await;
+    let admin = ADMIN;
     // Scope with a host:port prefix component parses (split on first and last colon).
     let access = s
         .access(
@@ -155,8 +182,12 @@ async fn get_token_scopes_and_partial_grants() {
         entry(&access, "localhost:5000/alice/app")["actions"],
         json!(["pull"])
     );
+}
 
-    // Anonymous: 200, nothing granted under the default policy, no refresh token.
+/// Anonymous: 200, nothing granted under the default policy, no refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_token_anonymous() {
+    let s = with_alice().await;
     let r = s
         .get(
             &format!("service={SVC}&offline_token=true&scope=repository:alice/app:pull"),
