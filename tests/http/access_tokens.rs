@@ -67,7 +67,11 @@ async fn limit_meets_policy(db: TestDb) {
     assert!(actions(&access, "bob/app").is_empty(), "{access}");
 }
 
-on_both_databases!(limit_meets_policy => token_limit_meets_policy_sqlite, token_limit_meets_policy_postgres);
+on_both_databases!(
+    limit_meets_policy =>
+    token_limit_meets_policy_sqlite,
+    token_limit_meets_policy_postgres
+);
 
 /// A token is only for its owner, under the owner's exact name.
 async fn owner_only(db: TestDb) {
@@ -132,7 +136,11 @@ async fn no_refresh_token(db: TestDb) {
     assert_eq!(actions(&claims["access"], "team-a/app"), ["pull"]);
 }
 
-on_both_databases!(no_refresh_token => token_no_refresh_token_sqlite, token_no_refresh_token_postgres);
+on_both_databases!(
+    no_refresh_token =>
+    token_no_refresh_token_sqlite,
+    token_no_refresh_token_postgres
+);
 
 /// `token list`: names, dates and limits, never the secret; a use is recorded.
 async fn listed(db: TestDb) {
@@ -167,7 +175,11 @@ async fn disabled_and_revoked(db: TestDb) {
     expect(&s, 200, "alice", &wide, scope, "another token survives").await;
 }
 
-on_both_databases!(disabled_and_revoked => token_disabled_and_revoked_sqlite, token_disabled_and_revoked_postgres);
+on_both_databases!(
+    disabled_and_revoked =>
+    token_disabled_and_revoked_sqlite,
+    token_disabled_and_revoked_postgres
+);
 
 /// Expired: in the past, and passing while in use.
 async fn expiry(db: TestDb) {

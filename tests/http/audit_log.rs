@@ -344,7 +344,11 @@ async fn no_secret_in_rows(db: TestDb) {
     }
 }
 
-on_both_databases!(no_secret_in_rows => audit_no_secret_in_rows_sqlite, audit_no_secret_in_rows_postgres);
+on_both_databases!(
+    no_secret_in_rows =>
+    audit_no_secret_in_rows_sqlite,
+    audit_no_secret_in_rows_postgres
+);
 
 /// `berth audit` lists every row without a secret, and filters by user and
 /// by time.
@@ -371,7 +375,11 @@ async fn cli_by_user_and_time(db: TestDb) {
         .all(|r| r["requested"] != "repository:alice/old:pull"));
 }
 
-on_both_databases!(cli_by_user_and_time => audit_cli_by_user_and_time_sqlite, audit_cli_by_user_and_time_postgres);
+on_both_databases!(
+    cli_by_user_and_time =>
+    audit_cli_by_user_and_time_sqlite,
+    audit_cli_by_user_and_time_postgres
+);
 
 /// `berth audit --denied`: refusals, partial grants and the failed sign-in.
 async fn cli_denied(db: TestDb) {
@@ -425,7 +433,11 @@ async fn cli_by_repository(db: TestDb) {
     );
 }
 
-on_both_databases!(cli_by_repository => audit_cli_by_repository_sqlite, audit_cli_by_repository_postgres);
+on_both_databases!(
+    cli_by_repository =>
+    audit_cli_by_repository_sqlite,
+    audit_cli_by_repository_postgres
+);
 
 /// `berth audit` without `--json`: one line per row, with its request id.
 async fn cli_text(db: TestDb) {

@@ -72,7 +72,11 @@ async fn no_refresh_token(db: TestDb) {
     assert!(r.ok().get("refresh_token").is_none(), "{}", r.text());
 }
 
-on_both_databases!(no_refresh_token => robot_no_refresh_token_sqlite, robot_no_refresh_token_postgres);
+on_both_databases!(
+    no_refresh_token =>
+    robot_no_refresh_token_sqlite,
+    robot_no_refresh_token_postgres
+);
 
 /// Wrong secrets, and a secret used as another robot or as a user.
 async fn borrowed_secrets(db: TestDb) {
@@ -128,7 +132,11 @@ async fn borrowed_secrets(db: TestDb) {
     .await;
 }
 
-on_both_databases!(borrowed_secrets => robot_borrowed_secrets_sqlite, robot_borrowed_secrets_postgres);
+on_both_databases!(
+    borrowed_secrets =>
+    robot_borrowed_secrets_sqlite,
+    robot_borrowed_secrets_postgres
+);
 
 /// Expiry: in the past, and passing while the robot is in use.
 async fn expiry(db: TestDb) {
