@@ -5,33 +5,20 @@
 //! Each test runs on SQLite and, with `BERTH_TEST_POSTGRES_URL`, PostgreSQL.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use berth::store::{AuditQuery, AuditRecord};
 
-use crate::machine::{query, server, TestDb};
+use crate::machine::{cli, on_both_databases, query, server, TestDb};
 use crate::support::TestServer;
-
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// Runs `berth audit …` on the server's database with `keys` as the keys
 /// directory; returns success, stdout and stderr.
 fn audit_cli(db: &TestDb, keys: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BERTH)
-        .arg("audit")
-        .args(args)
-        .env("BERTH_DATABASE", &db.url)
+    let out = cli(&db.url, &[&["audit"], args].concat())
         .env("BERTH_KEYS_DIR", keys)
-        .env_remove("BERTH_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    (out.success(), out.stdout, out.stderr)
 }
 
 async fn all_rows(s: &TestServer) -> Vec<AuditRecord> {
@@ -64,12 +51,22 @@ fn names(r: &AuditRecord) -> [&str; 3] {
     ]
 }
 
-async fn erase(db: TestDb) {
-    let s = server(&db, "audit_fold_window = \"1h\"").await;
+/// A server with decisions written, and the keys directory the CLI uses.
+struct Written {
+    s: TestServer,
+    keys: PathBuf,
+    _keys_dir: tempfile::TempDir,
+    /// Every row before an erasure.
+    before: Vec<AuditRecord>,
+}
+
+/// carol: a login and a repeat (folded), a refusal, a wrong password; bob: one.
+async fn written_rows(db: &TestDb) -> Written {
+    let s = server(db, "audit_fold_window = \"1h\"").await;
     s.add_user("carol", "carol-pw", &[]).await;
     s.add_user("bob", "bob-pw", &[]).await;
-    let keys = tempfile::tempdir().unwrap();
-    let keys = keys.path().join("keys");
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys");
     let login = "service=registry.test&account=carol";
     // carol: a login and a repeat (folded), a refusal, a wrong password; bob: one.
     for _ in 0..2 {
@@ -88,10 +85,19 @@ async fn erase(db: TestDb) {
         200
     );
     let before = written(&s, 4).await;
-    let carol_before: Vec<&AuditRecord> = before.iter().filter(|r| r.account == "carol").collect();
-    assert_eq!(carol_before.len(), 3, "{before:#?}");
+    Written {
+        s,
+        keys,
+        _keys_dir: keys_dir,
+        before,
+    }
+}
 
-    // Unknown names and bad addresses are refused clearly, without a trace.
+/// Unknown names and bad addresses are refused clearly, without a trace.
+async fn refusals(db: TestDb) {
+    let Written {
+        s, keys, before, ..
+    } = written_rows(&db).await;
     let (ok, _, err) = audit_cli(&db, &keys, &["erase", "--user", "nobody-here"]);
     assert!(
         !ok && err.contains("no audit row names the account"),
@@ -102,26 +108,68 @@ async fn erase(db: TestDb) {
     assert!(!ok && err.contains("not an IP address"), "{err}");
     let (ok, _, _) = audit_cli(&db, &keys, &["erase"]);
     assert!(!ok, "erase needs --user or --address");
+    assert_eq!(
+        all_rows(&s).await,
+        before,
+        "a refusal leaves the rows alone"
+    );
+}
 
-    let (ok, out, err) = audit_cli(&db, &keys, &["erase", "--user", "carol"]);
+on_both_databases!(refusals => erase_refusals_sqlite, erase_refusals_postgres);
+
+/// [`written_rows`], then `berth audit erase --user carol` and a shutdown
+/// (which adds the folded repeat to carol's, now erased, row).
+struct Erased {
+    w: Written,
+    /// What `erase` printed.
+    out: String,
+    /// carol's pseudonym.
+    pseudonym: String,
+    /// Every row after the erasure and the shutdown.
+    after: Vec<AuditRecord>,
+}
+
+async fn carol_erased(db: &TestDb) -> Erased {
+    let w = written_rows(db).await;
+    let keys = &w.keys;
+    let (ok, out, err) = audit_cli(db, keys, &["erase", "--user", "carol"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("3 audit rows pseudonymised"), "{out}");
-    assert!(!out.contains("carol"), "{out}");
     let pseudonym = out
         .split_whitespace()
         .find(|w| w.starts_with("erased:"))
-        .unwrap()
+        .unwrap_or_else(|| panic!("no pseudonym in {out}"))
         .to_owned();
+    w.s.state.audit.shutdown().await;
+    let after = all_rows(&w.s).await;
+    Erased {
+        w,
+        out,
+        pseudonym,
+        after,
+    }
+}
+
+/// carol's name becomes a pseudonym in every row; the same decisions, in the
+/// same order, with their counts, and the erasure itself, stay; others are
+/// untouched; the erasure key is private.
+async fn erase_user(db: TestDb) {
+    let Erased {
+        w,
+        out,
+        pseudonym,
+        after,
+    } = carol_erased(&db).await;
+    let Written { keys, before, .. } = &w;
+    let carol_before: Vec<&AuditRecord> = before.iter().filter(|r| r.account == "carol").collect();
+    assert_eq!(carol_before.len(), 3, "{before:#?}");
+    assert!(out.contains("3 audit rows pseudonymised"), "{out}");
+    assert!(!out.contains("carol"), "{out}");
     assert_eq!(pseudonym.len(), "erased:".len() + 16, "{pseudonym}");
     let mode = std::fs::metadata(keys.join("audit-erasure.secret"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the erasure key is private");
-
-    // Shutdown adds the folded repeat to carol's (now erased) row.
-    s.state.audit.shutdown().await;
-    let after = all_rows(&s).await;
     for r in &after {
         assert!(!names(r).contains(&"carol"), "carol still readable: {r:?}");
         assert!(!r.error.contains("carol"), "{r:?}");
@@ -165,30 +213,53 @@ async fn erase(db: TestDb) {
     let bob: Vec<&AuditRecord> = after.iter().filter(|r| r.account == "bob").collect();
     assert_eq!(bob.len(), 1, "others are untouched");
     assert_eq!(bob[0].subject.as_deref(), Some("bob"));
+}
 
-    // Still queryable: by pseudonym, and `--denied` finds the refusals, not the
-    // erasure.
-    let (ok, out, _) = audit_cli(&db, &keys, &["--user", &pseudonym]);
+on_both_databases!(erase_user => erase_user_sqlite, erase_user_postgres);
+
+/// Still queryable: by pseudonym, and `--denied` finds the refusals, not the
+/// erasure.
+async fn still_queryable(db: TestDb) {
+    let Erased { w, pseudonym, .. } = carol_erased(&db).await;
+    let keys = &w.keys;
+    let (ok, out, _) = audit_cli(&db, keys, &["--user", &pseudonym]);
     assert!(ok && out.lines().count() == 4, "{out}");
     assert!(out.contains("×2"), "the folded count is shown: {out}");
-    let (ok, out, _) = audit_cli(&db, &keys, &["--denied"]);
+    let (ok, out, _) = audit_cli(&db, keys, &["--denied"]);
     assert!(ok && out.lines().count() == 2, "{out}");
     assert!(!out.contains(" erased "), "{out}");
+}
 
-    // Idempotent: nothing changes, nothing more is recorded.
-    let (ok, out, err) = audit_cli(&db, &keys, &["erase", "--user", "carol"]);
+on_both_databases!(still_queryable => erase_still_queryable_sqlite, erase_still_queryable_postgres);
+
+/// Idempotent: nothing changes, nothing more is recorded.
+async fn idempotent(db: TestDb) {
+    let Erased { w, after, .. } = carol_erased(&db).await;
+    let (s, keys) = (&w.s, &w.keys);
+    let (ok, out, err) = audit_cli(&db, keys, &["erase", "--user", "carol"]);
     assert!(ok && out.contains("already erased"), "{out}{err}");
-    assert_eq!(all_rows(&s).await, after);
+    assert_eq!(all_rows(s).await, after);
+}
 
-    // An address: every row from it, under another pseudonym.
+on_both_databases!(idempotent => erase_idempotent_sqlite, erase_idempotent_postgres);
+
+/// An address: every row from it, under another pseudonym than carol's.
+async fn erase_address(db: TestDb) {
+    let Erased {
+        w,
+        pseudonym,
+        after,
+        ..
+    } = carol_erased(&db).await;
+    let (s, keys) = (&w.s, &w.keys);
     // `--vacuum` also rewrites the storage, while the server holds connections.
     let (ok, out, err) = audit_cli(
         &db,
-        &keys,
+        keys,
         &["erase", "--address", " 127.0.0.1 ", "--vacuum"],
     );
     assert!(ok, "{out}{err}");
-    let rows = all_rows(&s).await;
+    let rows = all_rows(s).await;
     assert!(rows.iter().all(|r| r.client != "127.0.0.1"), "{rows:#?}");
     let from: Vec<&AuditRecord> = rows
         .iter()
@@ -200,18 +271,8 @@ async fn erase(db: TestDb) {
         "every request's row (not carol's erasure) and the new erasure"
     );
     assert!(from.iter().all(|r| r.client != pseudonym));
-    let (ok, out, _) = audit_cli(&db, &keys, &["erase", "--address", "127.0.0.1"]);
+    let (ok, out, _) = audit_cli(&db, keys, &["erase", "--address", "127.0.0.1"]);
     assert!(ok && out.contains("already erased"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erase_sqlite() {
-    erase(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erase_postgres() {
-    if let Some(db) = TestDb::postgres("erase_postgres").await {
-        erase(db).await;
-    }
-}
+on_both_databases!(erase_address => erase_address_sqlite, erase_address_postgres);

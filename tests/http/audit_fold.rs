@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth::store::{AuditQuery, AuditRecord};
 
-use crate::machine::{add_robot, query, server, TestDb};
+use crate::machine::{add_robot, on_both_databases, query, server, TestDb};
 
 /// Every row, newest first, once the writer has written at least `n` rows.
 async fn rows_at_least(s: &crate::support::TestServer, n: usize) -> Vec<AuditRecord> {
@@ -122,17 +122,7 @@ async fn snapshot(db: TestDb) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_sqlite() {
-    snapshot(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_postgres() {
-    if let Some(db) = TestDb::postgres("snapshot_postgres").await {
-        snapshot(db).await;
-    }
-}
+on_both_databases!(snapshot => snapshot_sqlite, snapshot_postgres);
 
 async fn pull(s: &crate::support::TestServer, user: &str, pw: &str, scope: &str, svc: &str) -> u16 {
     let q = query(user, &[scope]).replace("service=registry.test", &format!("service={svc}"));
@@ -300,17 +290,7 @@ async fn folding(db: TestDb) {
     assert_eq!(denied.len(), 8);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn folding_sqlite() {
-    folding(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn folding_postgres() {
-    if let Some(db) = TestDb::postgres("folding_postgres").await {
-        folding(db).await;
-    }
-}
+on_both_databases!(folding => folding_sqlite, folding_postgres);
 
 /// A window closes by itself: its count is written while berth runs, and the
 /// next repeat opens a new row.
@@ -347,17 +327,7 @@ async fn window_closes(db: TestDb) {
     s.state.audit.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn window_closes_sqlite() {
-    window_closes(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn window_closes_postgres() {
-    if let Some(db) = TestDb::postgres("window_closes_postgres").await {
-        window_closes(db).await;
-    }
-}
+on_both_databases!(window_closes => window_closes_sqlite, window_closes_postgres);
 
 /// `audit_fold_window = 0`: every decision gets its own row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,14 +416,4 @@ async fn addresses(db: TestDb) {
     assert_eq!(seen, [("198.51.100.7", 2), ("203.0.113.5", 3)], "{rows:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn addresses_sqlite() {
-    addresses(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn addresses_postgres() {
-    if let Some(db) = TestDb::postgres("addresses_postgres").await {
-        addresses(db).await;
-    }
-}
+on_both_databases!(addresses => addresses_sqlite, addresses_postgres);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::machine::{add_robot, add_token, cli_ok, query, server, TestDb};
+use crate::machine::{add_robot, add_token, cli_ok, on_both_databases, query, server, TestDb};
 use crate::support::TestServer;
 
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address is
@@ -202,35 +202,23 @@ async fn thresholds_and_success(db: TestDb) {
     assert_eq!(login_from(&c(6), &s, "erin", "erin-pw").await.0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_guessing_burst_sqlite() {
-    parallel_burst_and_isolation(TestDb::sqlite()).await;
-}
+on_both_databases!(
+    parallel_burst_and_isolation =>
+    parallel_guessing_burst_sqlite,
+    parallel_guessing_burst_postgres
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_guessing_burst_postgres() {
-    if let Some(db) = TestDb::postgres("parallel_guessing_burst_postgres").await {
-        parallel_burst_and_isolation(db).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lockout_thresholds_sqlite() {
-    thresholds_and_success(TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lockout_thresholds_postgres() {
-    if let Some(db) = TestDb::postgres("lockout_thresholds_postgres").await {
-        thresholds_and_success(db).await;
-    }
-}
+on_both_databases!(
+    thresholds_and_success =>
+    lockout_thresholds_sqlite,
+    lockout_thresholds_postgres
+);
 
 /// Two replicas on one PostgreSQL database: a burst split between them still
 /// gets 10 password checks in all, and the lockout is the same on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_across_replicas_gets_the_limit_in_all() {
-    let Some(db) = TestDb::postgres("burst_across_replicas_gets_the_limit_in_all").await else {
+    let Some(db) = TestDb::postgres("burst_across_replicas_gets_the_limit_in_all") else {
         return;
     };
     let a = server(&db, "").await;

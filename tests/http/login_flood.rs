@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::common::db::TestDb;
 use crate::support::{Opts, TestServer};
 
 const FLOOD: usize = 10_000;
@@ -103,9 +104,10 @@ async fn login_start_flood_writes_nothing_and_sign_ins_still_work() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, "flood-client-secret\n").unwrap();
-    let db = dir.path().join("flood.db");
+    let test_db = TestDb::sqlite_at("flood.db");
+    let db = std::path::PathBuf::from(&test_db.url);
     let s = TestServer::start(Opts {
-        database: Some(db.display().to_string()),
+        database: Some(test_db.database()),
         extra: format!(
             "[[oidc]]\nname = 'flood'\nissuer = '{}'\nclient_id = 'berth'\nclient_secret_file = '{}'\n",
             idp.issuer,

@@ -131,17 +131,17 @@ async fn a_trusted_proxy_passes_a_well_formed_id_through() {
 /// span, whose id is the one the client got back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_of_a_request_carry_its_id() {
-    let mut srv = crate::machine::Serve::start("Admin-Secret-4711").await;
+    let mut srv = crate::machine::serve_debug_json("Admin-Secret-4711");
     let r = reqwest::Client::new()
-        .get(format!("{}{QUERY}", srv.base))
+        .get(format!("{}{QUERY}", srv.url))
         .basic_auth("admin", Some("not-the-password"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    srv.stop();
-    let logs = srv.logs();
+    crate::machine::stop(&mut srv);
+    let logs = crate::machine::logs(&srv);
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use berth::authn::Username;
+use berth::config::Database;
 use berth::state::AppState;
 use berth::store::Store;
 use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD};
@@ -12,6 +13,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+
+use crate::common::db::TestDb;
 
 /// Password of the bootstrap `admin` user.
 pub const ADMIN_PW: &str = "adminpw";
@@ -37,9 +40,10 @@ pub struct Opts {
     pub token_ttl: &'static str,
     /// `refresh_idle` (and `refresh_absolute`, twice as long).
     pub refresh_idle: &'static str,
-    /// `database` (an SQLite path or a PostgreSQL URL); `None` is an SQLite file
-    /// in the server's temp dir. A database that has users already gets no admin.
-    pub database: Option<String>,
+    /// The database, from a [`TestDb`] (`db.database()`); `None` is a fresh
+    /// SQLite [`TestDb`] the server owns. A database that has users already
+    /// gets no admin.
+    pub database: Option<Database>,
     /// More top-level settings, as TOML lines (e.g. `login_failure_limit = 1000`).
     pub extra: String,
 }
@@ -150,6 +154,7 @@ pub struct TestServer {
     pub policy_dir: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     _dir: TempDir,
+    _db: Option<TestDb>,
 }
 
 impl Drop for TestServer {
@@ -178,10 +183,15 @@ impl TestServer {
             }
             None => Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         };
-        let own_db = opts.database.is_none();
-        let db = match &opts.database {
-            Some(db) => format!("'{db}'"),
-            None => toml_path(&dir.path().join("berth.db")),
+        let own_db = opts.database.is_none().then(TestDb::sqlite);
+        let database = opts
+            .database
+            .clone()
+            .or_else(|| own_db.as_ref().map(TestDb::database))
+            .expect("a database");
+        let db = match &database {
+            Database::Postgres(url) => format!("'{url}'"),
+            Database::Sqlite(path) => toml_path(path),
         };
         let mut text = format!(
             "listen = '127.0.0.1:0'\npublic_url = 'http://127.0.0.1:1'\ndatabase = {db}\nkeys_dir = {keys}\n\
@@ -206,7 +216,7 @@ impl TestServer {
         let (state, boot) = berth::app::build(cfg, Some(SecretString::from(ADMIN_PW)))
             .await
             .expect("build");
-        assert!(boot.admin_created || !own_db);
+        assert!(boot.admin_created || own_db.is_none());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -223,6 +233,7 @@ impl TestServer {
             policy_dir: own_policy.then_some(policies),
             stop: Some(tx),
             _dir: dir,
+            _db: own_db,
         }
     }
 
@@ -392,6 +403,44 @@ impl TestServer {
             .await;
         claims["access"].clone()
     }
+}
+
+/// The default service of every test server.
+pub const SVC: &str = "registry.test";
+
+/// The refresh token of a 200 answer.
+pub fn refresh_of(r: &Resp) -> String {
+    let j = r.ok();
+    j["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh_token in {j}"))
+        .to_owned()
+}
+
+/// A refresh-token grant form.
+pub fn refresh_form<'a>(
+    token: &'a str,
+    service: &'a str,
+    scope: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", token),
+        ("client_id", "docker"),
+        ("service", service),
+        ("scope", scope),
+    ]
+}
+
+/// The entry for `name` in an `access` claim.
+pub fn entry(access: &Value, name: &str) -> Value {
+    access
+        .as_array()
+        .unwrap_or_else(|| panic!("access is not an array: {access}"))
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no access entry for {name} in {access}"))
+        .clone()
 }
 
 /// `0x04 || x || y` of an EC JWK.
