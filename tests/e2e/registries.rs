@@ -16,6 +16,7 @@ use crate::common::proc::{free_port, Daemon, Out};
 use crate::common::server::{repo_policies, BerthProcess, Serve};
 use crate::components::{http_get, rt, ADMIN_PASSWORD, ALICE_PASSWORD, BOB_PASSWORD};
 
+/// The issuer of the compatibility berth.
 pub const ISSUER: &str = "berth-compat";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,6 +65,7 @@ impl ServiceSpec {
     }
 }
 
+/// How [`CBerth::start`] sets berth up.
 pub struct BerthOpts {
     /// Algorithm of the first key, generated before `serve`.
     pub alg: &'static str,
@@ -370,6 +372,7 @@ impl RegistrySpec {
     }
 }
 
+/// A running distribution registry; stopped on drop.
 pub struct Reg {
     daemon: Option<Daemon>,
     pub spec: RegistrySpec,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::{which, DOCKER_BIN, START_TIMEOUT};
 use crate::common::proc::{run, Daemon, Out};
 
+/// A running dockerd of the test's own; stopped on drop.
 pub struct Dockerd {
     daemon: Daemon,
     /// `unix://…/docker.sock`

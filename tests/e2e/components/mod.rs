@@ -22,12 +22,18 @@ pub use stack::{Stack, DENIAL_MARKERS};
 
 pub use crate::common::server::repo_policies;
 
+/// The service (registry) name berth issues tokens for.
 pub const SERVICE: &str = "registry.e2e.test";
+/// berth's issuer (`iss`), as the registry expects it.
 pub const ISSUER: &str = "berth-e2e";
+/// The bootstrap admin's password.
 pub const ADMIN_PASSWORD: &str = "admin-Secret-1";
+/// Local user alice's password.
 pub const ALICE_PASSWORD: &str = "alice-Secret-1";
+/// Local user bob's password.
 pub const BOB_PASSWORD: &str = "bob-Secret-1";
 
+/// Debian's distribution 2.8.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// Debian's docker.io client; /usr/local/bin/docker may be another client.
 pub const DOCKER_BIN: &str = "/usr/bin/docker";
@@ -78,6 +84,7 @@ pub fn tools_available(test: &str, tools: &[&str], needs_root: bool) -> bool {
     false
 }
 
+/// A single-threaded runtime for one blocking request.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::{http_get, Berth, ISSUER, REGISTRY_BIN, SERVICE, START_TIMEOUT};
 use crate::common::proc::{free_port, Daemon};
 
+/// A running `docker-registry` that trusts one berth; stopped on drop.
 pub struct Registry {
     daemon: Daemon,
     /// `127.0.0.1:PORT`, as used in image references.
