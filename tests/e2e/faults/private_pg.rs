@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::skip;
-use crate::common::proc::{free_port, run, Out};
+use crate::common::proc::{restart_port, run, Out};
 use crate::components::tools_available;
 
 fn postgres_bin() -> Option<PathBuf> {
@@ -61,7 +61,8 @@ impl PrivatePg {
         assert!(out.success(), "{out}");
         let pg = PrivatePg {
             url: String::new(),
-            port: free_port(),
+            // The cluster restarts on this port.
+            port: restart_port(),
             bin,
             dir,
         };
