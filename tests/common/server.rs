@@ -127,6 +127,12 @@ impl Serve {
         self.dir.path()
     }
 
+    /// The loopback port of `BERTH_LISTEN` as first chosen (for a public URL
+    /// or a config file written before the start).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Starts `berth serve` without waiting for it.
     pub fn spawn(self) -> BerthProcess {
         let mut cmd = Command::new(BERTH);

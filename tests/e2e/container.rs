@@ -12,9 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::clients::{ClientEnv, LOGIN_TIMEOUT, TRANSFER_TIMEOUT};
+use crate::common::cli::BERTH;
 use crate::common::proc::{free_port, run, Out};
 use crate::components::{
-    http_get, tools_available, Dockerd, ALICE_PASSWORD, BERTH, DOCKER_BIN, REGISTRY_BIN,
+    http_get, tools_available, Dockerd, ALICE_PASSWORD, DOCKER_BIN, REGISTRY_BIN,
 };
 use crate::image::write_oci_image;
 use crate::registries::{Kind, Reg, RegistrySpec, Trust};

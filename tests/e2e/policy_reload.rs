@@ -7,15 +7,14 @@
 //! address and only the status on the public one.
 
 use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::proc::{free_port, run};
+use crate::common::server::Serve;
 use crate::components::{
-    jwt_claims, repo_policies, tools_available, Berth, Stack, ALICE_PASSWORD, BERTH, DOCKER_BIN,
+    jwt_claims, repo_policies, tools_available, Berth, Stack, ALICE_PASSWORD, DOCKER_BIN,
     REGISTRY_BIN,
 };
 use crate::{docker_load_image, docker_login, DOCKER_TIMEOUT};
@@ -363,25 +362,16 @@ fn server_keeps_last_good_policy_on_bad_files() {
 /// where the error is.
 #[test]
 fn serve_refuses_to_start_on_a_broken_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let pdir = dir.path().join("policies");
-    std::fs::create_dir(&pdir).unwrap();
-    std::fs::write(
-        pdir.join("p.toml"),
-        "[[rule]]\nallow = [\"pull\"]\nbogus = 1\n",
-    )
-    .unwrap();
-    let mut cmd = Command::new(BERTH);
-    cmd.arg("serve")
-        .env("BERTH_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("BERTH_DATABASE", dir.path().join("berth.db"))
-        .env("BERTH_KEYS_DIR", dir.path().join("keys"))
-        .env("BERTH_POLICIES_DIR", &pdir)
+    let serve = Serve::bare()
+        .policy("[[rule]]\nallow = [\"pull\"]\nbogus = 1\n")
         .env("BERTH_ADMIN_PASSWORD", "admin-Secret-1");
-    let out = run(&mut cmd, None, Duration::from_secs(30));
-    let want = format!("{}:3:1", pdir.join("p.toml").display());
+    let policy = serve.dir().join("policies").join("policy.toml");
+    let mut berth = serve.spawn();
+    let status = berth.wait_exit(Duration::from_secs(30));
+    let want = format!("{}:3:1", policy.display());
     assert!(
-        !out.success() && !out.timed_out && out.stderr.contains(&want),
-        "berth serve should exit with an error at {want}:\n{out}"
+        status.is_some_and(|s| !s.success()) && berth.log().contains(&want),
+        "berth serve should exit with an error at {want} ({status:?}):\n{}",
+        berth.log_tail(40)
     );
 }

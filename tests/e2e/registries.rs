@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::proc::{free_port, run, Daemon, Out};
-use crate::components::{http_get, rt, ADMIN_PASSWORD, ALICE_PASSWORD, BERTH, BOB_PASSWORD};
+use crate::common::cli::{berth, Cli};
+use crate::common::proc::{free_port, Daemon, Out};
+use crate::common::server::{repo_policies, BerthProcess, Serve};
+use crate::components::{http_get, rt, ADMIN_PASSWORD, ALICE_PASSWORD, BOB_PASSWORD};
 
+/// The issuer of the compatibility berth.
 pub const ISSUER: &str = "berth-compat";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -62,6 +65,7 @@ impl ServiceSpec {
     }
 }
 
+/// How [`CBerth::start`] sets berth up.
 pub struct BerthOpts {
     /// Algorithm of the first key, generated before `serve`.
     pub alg: &'static str,
@@ -124,42 +128,35 @@ fn policies_with(from: &Path, extra: &str, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
-/// The berth binary with a clean environment and `BERTH_CONFIG`.
-pub fn berth_command(config: &Path) -> Command {
-    let mut c = Command::new(BERTH);
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BERTH_CONFIG", config);
-    c
-}
-
 /// berth started from a TOML file, with users alice, bob and admin.
 pub struct CBerth {
-    daemon: Daemon,
+    proc: BerthProcess,
+    /// berth's public URL, on [`BerthOpts::public_host`].
     pub url: String,
+    /// Its keys directory (bundle, JWKS).
     pub keys_dir: PathBuf,
+    /// The `BERTH_CONFIG` file it was started with.
     pub config_path: PathBuf,
-    pub _dir: tempfile::TempDir,
 }
 
 impl CBerth {
+    /// Writes the configuration for `opts`, generates the first key with
+    /// `opts.alg`, starts `berth serve` and adds the users.
     pub fn start(opts: BerthOpts) -> CBerth {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-compat-berth.")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
+        let serve = Serve::bare();
+        let port = serve.port();
+        let dir = serve.dir().to_path_buf();
         let url = format!("http://{}:{port}", opts.public_host);
-        let keys_dir = dir.path().join("keys");
-        let mut policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let keys_dir = dir.join("keys");
+        let mut policies = repo_policies();
         if let Some(extra) = &opts.extra_policy {
-            policies = policies_with(&policies, extra, &dir.path().join("policies"));
+            policies = policies_with(&policies, extra, &dir.join("policies"));
         }
         let mut toml = format!(
             "listen = '127.0.0.1:{port}'\npublic_url = '{url}'\ndatabase = '{db}'\n\
              keys_dir = '{keys}'\npolicies_dir = '{pol}'\nissuer = '{ISSUER}'\n\
              key_publish_delay = '{delay}'\n",
-            db = dir.path().join("berth.db").display(),
+            db = dir.join("berth.db").display(),
             keys = keys_dir.display(),
             pol = policies.display(),
             delay = opts.key_publish_delay,
@@ -170,82 +167,75 @@ impl CBerth {
                 s.name, s.key_id, s.audience_list, s.expand_wildcard
             ));
         }
-        let config_path = dir.path().join("berth.toml");
-        std::fs::write(&config_path, toml).expect("write berth.toml");
-        let out = run(
-            berth_command(&config_path)
-                .args(["key", "generate", "--alg", opts.alg])
-                .envs(opts.serve_env.iter().map(|(k, v)| (k, v))),
-            None,
-            Duration::from_secs(60),
+        let serve = serve.config(&toml);
+        let config_path = dir.join("berth.toml");
+        berth(["key", "generate", "--alg", opts.alg])
+            .env("BERTH_CONFIG", &config_path)
+            .envs(opts.serve_env.iter().map(|(k, v)| (k, v)))
+            .ok();
+        let serve = opts.serve_env.iter().fold(
+            serve.env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            |s, (k, v)| s.env(k, v.clone()),
         );
-        assert!(out.success(), "berth key generate failed:\n{out}");
-        let mut cmd = berth_command(&config_path);
-        cmd.arg("serve")
-            .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .envs(opts.serve_env.iter().map(|(k, v)| (k, v)));
-        let daemon = Daemon::spawn("berth", cmd, dir.path(), Duration::from_secs(10));
-        let mut b = CBerth {
-            daemon,
+        let b = CBerth {
+            proc: serve.start(),
             url,
             keys_dir,
             config_path,
-            _dir: dir,
         };
-        b.wait_ready();
         b.add_user("alice", ALICE_PASSWORD);
         b.add_user("bob", BOB_PASSWORD);
         b
     }
 
-    fn command(&self) -> Command {
-        berth_command(&self.config_path)
+    /// The berth CLI with only `BERTH_CONFIG` set: not the serve-only
+    /// environment (a faked clock stays with the server).
+    pub fn command<I, S>(&self, args: I) -> Cli
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        berth(args).env("BERTH_CONFIG", &self.config_path)
     }
 
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        let health = format!("{}/healthz", self.url);
-        loop {
-            if let Some(st) = self.daemon.exited() {
-                panic!("berth serve exited ({st})\n{}", self.log_tail(60));
-            }
-            if let Some((200, _)) = http_get(&health, None) {
-                return;
-            }
-            assert!(
-                start.elapsed() < START_TIMEOUT,
-                "berth not ready\n{}",
-                self.log_tail(60)
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
+    /// The token endpoint on the public URL.
     pub fn realm(&self) -> String {
         format!("{}/token", self.url)
     }
 
+    /// The certificate bundle registries trust.
     pub fn bundle_path(&self) -> PathBuf {
         self.keys_dir.join("bundle.pem")
     }
 
+    /// The JWKS file registries may trust instead.
     pub fn jwks_path(&self) -> PathBuf {
         self.keys_dir.join("jwks.json")
     }
 
+    /// The last `n` lines of its logs.
     pub fn log_tail(&self, n: usize) -> String {
-        self.daemon.log_tail(n)
+        self.proc.log_tail(n)
     }
 
+    /// Runs the berth CLI on the same configuration file.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = self.command();
-        cmd.args(args);
-        run(&mut cmd, stdin, Duration::from_secs(60))
+        let cli = self.command(args);
+        match stdin {
+            Some(text) => cli.stdin(text).run(),
+            None => cli.run(),
+        }
     }
 
+    /// [`CBerth::cli`], which must succeed.
+    #[track_caller]
     pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> Out {
         let out = self.cli(args, stdin);
-        assert!(out.success(), "berth CLI failed:\n{out}");
+        assert!(
+            out.success(),
+            "berth CLI failed:\n{out}\n{}",
+            self.log_tail(40)
+        );
         out
     }
 
@@ -382,6 +372,7 @@ impl RegistrySpec {
     }
 }
 
+/// A running distribution registry; stopped on drop.
 pub struct Reg {
     daemon: Option<Daemon>,
     pub spec: RegistrySpec,

@@ -12,9 +12,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::clients::LOGIN_TIMEOUT;
+use crate::common::db::TestDb;
 use crate::common::proc::Out;
 use crate::components::{
-    repo_policies, rt, tools_available, Berth, Dockerd, Registry, Stack, ALICE_PASSWORD,
+    repo_policies, tools_available, Berth, Dockerd, Registry, Stack, ALICE_PASSWORD,
     DENIAL_MARKERS, DOCKER_BIN, REGISTRY_BIN,
 };
 use crate::{docker_load_image, DOCKER_TIMEOUT};
@@ -29,64 +30,6 @@ name = "ci/**"
 allow = ["pull", "push"]
 "#;
 
-/// A database of its own on the test PostgreSQL (`BERTH_TEST_POSTGRES_URL`,
-/// printed by `scripts/start-postgres.sh`), dropped with its connections on drop.
-pub struct PgDatabase {
-    /// URL of the new database.
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl PgDatabase {
-    /// `None` (with the reason printed) without `BERTH_TEST_POSTGRES_URL`; a
-    /// failure instead with `BERTH_E2E=require`.
-    pub fn create(test: &str) -> Option<PgDatabase> {
-        use sqlx::Connection;
-        let Ok(admin) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
-            if std::env::var("BERTH_E2E").as_deref() == Ok("require") {
-                panic!("{test}: BERTH_E2E=require but BERTH_TEST_POSTGRES_URL is not set (scripts/start-postgres.sh prints it)");
-            }
-            eprintln!("SKIPPED {test}: BERTH_TEST_POSTGRES_URL not set (scripts/start-postgres.sh prints it)");
-            return None;
-        };
-        let mut raw = [0u8; 6];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).unwrap();
-        let name = format!("berth_e2e_{}", data_encoding::HEXLOWER.encode(&raw));
-        rt().block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("{test}: cannot connect to {admin}: {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
-        let base = admin.rsplit_once('/').unwrap().0;
-        Some(PgDatabase {
-            url: format!("{base}/{name}"),
-            admin,
-            name,
-        })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        use sqlx::Connection;
-        rt().block_on(async {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-                let _ = sqlx::query(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ))
-                .execute(&mut conn)
-                .await;
-            }
-        });
-    }
-}
-
 /// Replica A with its registry and dockerd (as a [`Stack`]), replica B with its
 /// registry. Fields drop in order: clients and A first, the database last.
 struct Replicas {
@@ -95,11 +38,11 @@ struct Replicas {
     b: Berth,
     _storage: tempfile::TempDir,
     _policies: tempfile::TempDir,
-    _db: PgDatabase,
+    _db: TestDb,
 }
 
 impl Replicas {
-    fn start(db: PgDatabase) -> Replicas {
+    fn start(db: TestDb) -> Replicas {
         let started = Instant::now();
         let policies = tempfile::tempdir().unwrap();
         std::fs::copy(
@@ -235,7 +178,7 @@ fn two_replicas_on_one_postgres_behave_as_one() {
     ) {
         return;
     }
-    let Some(db) = PgDatabase::create("replicas") else {
+    let Some(db) = TestDb::postgres("replicas") else {
         return;
     };
     let r = Replicas::start(db);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::proc::{free_port, run};
+use crate::common::proc::{restart_port, run};
 use crate::components::rt;
 
 pub const VERSION: &str = "26.7.3";
@@ -137,8 +137,9 @@ impl Keycloak {
         let realm = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/keycloak/realm.json");
         std::fs::copy(&realm, copy.join("data/import/realm.json")).map_err(|e| e.to_string())?;
         let kc = Keycloak {
-            port: free_port(),
-            mgmt_port: free_port(),
+            // Keycloak restarts on these ports in the outage test.
+            port: restart_port(),
+            mgmt_port: restart_port(),
             home: copy,
             java,
             child: Mutex::new(None),

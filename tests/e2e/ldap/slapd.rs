@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::proc::{free_port, run, Daemon, Out};
+use crate::common::proc::{restart_port, run, Daemon, Out};
 
 pub const SLAPD: &str = "/usr/sbin/slapd";
 pub const SUFFIX: &str = "dc=berth,dc=test";
@@ -359,8 +359,9 @@ impl Slapd {
         let mut s = Slapd {
             daemon: None,
             restarts: 0,
-            port: free_port(),
-            ldaps_port: free_port(),
+            // slapd restarts on these ports in the outage test.
+            port: restart_port(),
+            ldaps_port: restart_port(),
             pki,
             dir,
         };

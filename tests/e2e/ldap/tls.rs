@@ -2,14 +2,13 @@
 //! another host, and an unknown CA.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::slapd::{dir_password, Seed, Slapd, SERVICE_PW};
 use super::{
     dn, example_policies, expect, get_token, slapd_available, start_berth, write_config,
     LOCAL_PASSWORD, LOCAL_USER,
 };
-use crate::components::BERTH;
+use crate::common::cli::berth;
 
 #[test]
 fn ldap_tls_ldaps_and_certificate_for_another_host() {
@@ -19,15 +18,11 @@ fn ldap_tls_ldaps_and_certificate_for_another_host() {
     let good = Slapd::start(&Seed::default(), &["127.0.0.1", "localhost"]);
     let wrong = Slapd::start(&Seed::default(), &["ldap.other.test"]);
     let check = |config: &Path| {
-        let mut cmd = std::process::Command::new(BERTH);
-        cmd.args(["ldap", "check", "--user", "alice", "--password-stdin"])
+        berth(["ldap", "check", "--user", "alice", "--password-stdin"])
             .env("BERTH_CONFIG", config)
-            .env("BERTH_DATABASE", config.with_file_name("berth.db"));
-        crate::common::proc::run(
-            &mut cmd,
-            Some(&format!("{}\n", dir_password("alice"))),
-            Duration::from_secs(60),
-        )
+            .database(&config.with_file_name("berth.db").display().to_string())
+            .stdin(&format!("{}\n", dir_password("alice")))
+            .run()
     };
     for (what, url) in [("StartTLS", good.url()), ("ldaps", good.ldaps_url())] {
         let out = check(&write_config(&good, &url, "", ""));
