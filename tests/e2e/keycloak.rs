@@ -153,3 +153,16 @@ fn expect_status(s: &Stack, got: (u16, Value), want: u16, what: &str) -> Value {
 fn docker_tools(test: &str) -> bool {
     tools_available(test, &[REGISTRY_BIN, "dockerd", DOCKER_BIN, "skopeo"], true)
 }
+
+/// Keycloak for a test in Chromium (with the docker scenario's tools when
+/// `docker`), or `None` after saying what is missing (a failure under
+/// `BERTH_E2E=require`).
+fn browser_test(test: &str, docker: bool) -> Option<&'static Keycloak> {
+    if docker && !docker_tools(test) {
+        return None;
+    }
+    if !tools_available(test, &[webdriver::CHROMIUM, webdriver::CHROMEDRIVER], false) {
+        return None;
+    }
+    fixture::keycloak(test)
+}

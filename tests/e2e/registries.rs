@@ -259,34 +259,7 @@ impl CBerth {
         creds: Option<(&str, &str)>,
         scopes: &[&str],
     ) -> (u16, Value) {
-        let mut query: Vec<(&str, &str)> = vec![("service", service)];
-        if let Some((user, _)) = creds {
-            query.push(("account", user));
-        }
-        for s in scopes {
-            query.push(("scope", s));
-        }
-        let url = self.realm();
-        rt().block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client");
-            let mut req = client.get(&url).query(&query);
-            if let Some((u, p)) = creds {
-                req = req.basic_auth(u, Some(p));
-            }
-            let resp = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap_or_default();
-            (
-                status,
-                serde_json::from_str(&body).unwrap_or(Value::String(body)),
-            )
-        })
+        crate::components::get_token(&self.realm(), service, creds, scopes)
     }
 }
 

@@ -141,31 +141,42 @@ impl Berth {
 
     /// `GET /token` as a client would; returns status and JSON body.
     pub fn get_token(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> (u16, Value) {
-        let mut query: Vec<(&str, &str)> = vec![("service", SERVICE)];
-        if let Some((user, _)) = creds {
-            query.push(("account", user));
-        }
-        for s in scopes {
-            query.push(("scope", s));
-        }
-        let url = self.realm();
-        rt().block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client");
-            let mut req = client.get(&url).query(&query);
-            if let Some((u, p)) = creds {
-                req = req.basic_auth(u, Some(p));
-            }
-            let resp = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap_or_default();
-            let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
-            (status, json)
-        })
+        get_token(&self.realm(), SERVICE, creds, scopes)
     }
+}
+
+/// `GET realm?service=…&account=…&scope=…` with Basic credentials, as a
+/// client asks for a token: the status and the JSON body (the text as a JSON
+/// string when it is not JSON).
+pub fn get_token(
+    realm: &str,
+    service: &str,
+    creds: Option<(&str, &str)>,
+    scopes: &[&str],
+) -> (u16, Value) {
+    let mut query: Vec<(&str, &str)> = vec![("service", service)];
+    if let Some((user, _)) = creds {
+        query.push(("account", user));
+    }
+    for s in scopes {
+        query.push(("scope", s));
+    }
+    rt().block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut req = client.get(realm).query(&query);
+        if let Some((u, p)) = creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {realm}: {e}"));
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, json)
+    })
 }

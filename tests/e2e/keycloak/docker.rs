@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::fixture::{self, keycloak};
 use super::webdriver;
 use super::{docker_tools, expect_status, kc_password, stack, REVALIDATE};
-use crate::components::{http_get, tools_available};
+use crate::components::http_get;
 use crate::{docker_config, docker_load_image, docker_login, DOCKER_TIMEOUT};
 
 #[test]
@@ -74,16 +74,7 @@ fn keycloak_docker_login_then_disabled_in_keycloak_loses_access() {
 
 #[test]
 fn keycloak_browser_sign_in_mints_token_that_works_for_docker_login() {
-    if !docker_tools("keycloak-browser")
-        || !tools_available(
-            "keycloak-browser",
-            &[webdriver::CHROMIUM, webdriver::CHROMEDRIVER],
-            false,
-        )
-    {
-        return;
-    }
-    let Some(kc) = keycloak("keycloak-browser") else {
+    let Some(kc) = super::browser_test("keycloak-browser", true) else {
         return;
     };
     let _kc = fixture::shared();

@@ -4,18 +4,15 @@
 //! sign-in, the first then knows the browser, a token minted on the page works
 //! on both, and signing out on one signs out on both.
 
-use crate::components::{tools_available, Berth};
+use crate::components::Berth;
 
-use super::fixture::{self, keycloak};
+use super::fixture;
 use super::{policies, start_berth, webdriver};
 
 #[test]
 fn keycloak_browser_sign_in_moves_between_replicas() {
     let test = "keycloak-browser-replicas";
-    if !tools_available(test, &[webdriver::CHROMIUM, webdriver::CHROMEDRIVER], false) {
-        return;
-    }
-    let Some(kc) = keycloak(test) else {
+    let Some(kc) = super::browser_test(test, false) else {
         return;
     };
     let _kc = fixture::shared();

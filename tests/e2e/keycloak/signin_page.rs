@@ -21,13 +21,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::fixture::{self, keycloak};
-use super::webdriver::{self, Browser};
-use super::{
-    docker_tools, kc_password, policies, start_berth_with, DOCUMENTED_GROUPS, IDP_TIMEOUT,
-};
+use super::fixture;
+use super::webdriver::Browser;
+use super::{kc_password, policies, start_berth_with, DOCUMENTED_GROUPS, IDP_TIMEOUT};
 use crate::clients::LOGIN_TIMEOUT;
-use crate::components::{tools_available, Stack, DOCKER_BIN, SERVICE};
+use crate::components::{Stack, DOCKER_BIN, SERVICE};
 use crate::{docker_load_image, DOCKER_TIMEOUT};
 
 const USER: &str = "grace";
@@ -150,16 +148,7 @@ fn mint(b: &Browser, description: &str) -> String {
 
 #[test]
 fn keycloak_sign_in_page_at_phone_and_desktop_width() {
-    if !docker_tools("keycloak-signin-page")
-        || !tools_available(
-            "keycloak-signin-page",
-            &[webdriver::CHROMIUM, webdriver::CHROMEDRIVER],
-            false,
-        )
-    {
-        return;
-    }
-    let Some(kc) = keycloak("keycloak-signin-page") else {
+    let Some(kc) = super::browser_test("keycloak-signin-page", true) else {
         return;
     };
     let _kc = fixture::shared();
