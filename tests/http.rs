@@ -42,6 +42,9 @@ mod reuse;
 #[path = "http/page_limits.rs"]
 mod page_limits;
 
+#[path = "http/pg_generation.rs"]
+mod pg_generation;
+
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use support::{enc, now, uname, Opts, Resp, TestServer, ADMIN_PW, ISSUER};
