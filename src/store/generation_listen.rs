@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::Store;
@@ -194,8 +194,8 @@ async fn read(listener: &mut PgListener) -> Result<i64, Lost> {
 
 /// Whether a notification is a change (as opposed to a heartbeat); records
 /// this task's own heartbeats in `heard_beat`.
-fn is_change(n: &PgNotification, instance: u64, heard_beat: &AtomicU64) -> bool {
-    let Some(rest) = n.payload().strip_prefix("beat ") else {
+fn is_change(payload: &str, instance: u64, heard_beat: &AtomicU64) -> bool {
+    let Some(rest) = payload.strip_prefix("beat ") else {
         return true;
     };
     let mine = rest
@@ -222,10 +222,10 @@ async fn follow(
             Ok(None) => return "connection closed".into(),
             Err(e) => return format!("connection failed: {e}"),
         };
-        let mut changed = is_change(&first, instance, heard_beat);
+        let mut changed = is_change(first.payload(), instance, heard_beat);
         // Everything already received is answered by one reading.
         while let Some(n) = listener.next_buffered() {
-            changed |= is_change(&n, instance, heard_beat);
+            changed |= is_change(n.payload(), instance, heard_beat);
         }
         if changed {
             // Until the new value is read, requests read it themselves.
@@ -269,5 +269,41 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_live_listener_vouches() {
+        let heard = Heard::default();
+        assert_eq!(heard.get(), None);
+        heard.set(0);
+        assert_eq!(heard.get(), Some(0));
+        heard.set(41);
+        assert_eq!(heard.get(), Some(41));
+        {
+            let _vouching = Vouching(&heard);
+        }
+        assert_eq!(heard.get(), None);
+    }
+
+    #[test]
+    fn heartbeats_are_told_from_changes() {
+        let heard = AtomicU64::new(0);
+        // The trigger's notification, or anything unknown, is a change.
+        assert!(is_change("", 7, &heard));
+        assert!(is_change("something else", 7, &heard));
+        // Our own heartbeat is heard and is no change; numbers only go up.
+        assert!(!is_change("beat 7 3", 7, &heard));
+        assert!(!is_change("beat 7 2", 7, &heard));
+        assert_eq!(heard.load(Ordering::Acquire), 3);
+        // Another replica's heartbeat, or a malformed one, proves nothing.
+        assert!(!is_change("beat 8 9", 7, &heard));
+        assert!(!is_change("beat 7 x", 7, &heard));
+        assert!(!is_change("beat 7", 7, &heard));
+        assert_eq!(heard.load(Ordering::Acquire), 3);
     }
 }
