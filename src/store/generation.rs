@@ -120,7 +120,8 @@ impl Generation {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// The generation as of a reading that began after this call did.
+    /// The generation as of a reading that began after this call did (on
+    /// PostgreSQL with the listener up: as last announced, see the module doc).
     pub async fn current(&self) -> Result<i64, StoreError> {
         self.since(self.ticket()).await
     }
@@ -132,7 +133,8 @@ impl Generation {
         self.state().started
     }
 
-    /// The generation as of a reading that began after `ticket` was taken.
+    /// The generation as of a reading that began after `ticket` was taken (on
+    /// PostgreSQL with the listener up: as last announced, see the module doc).
     pub async fn since(&self, ticket: u64) -> Result<i64, StoreError> {
         // SQLite: a fresh read on this thread costs less than sharing one.
         if let Some(value) = self.store.inline.as_ref().and_then(|r| r.generation()) {
