@@ -288,6 +288,10 @@ pub async fn serve_with(
             std::time::Duration::from_secs(1),
         )),
     ];
+    // PostgreSQL: keeps the authentication generation in memory while connected.
+    if let Some(listener) = state.auth.generation().listener() {
+        background.push(tokio::spawn(listener));
+    }
     let tls = match &state.tls {
         Some(store) => {
             background.push(tokio::spawn(crate::watch::watch(

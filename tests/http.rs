@@ -10,6 +10,7 @@
 //! - `machine` (shared fixtures), `robots`, `access_tokens`, `federated`,
 //!   `lockout`, `audit_log`, `audit_fold`, `audit_erase`, `serve_logs`,
 //!   `request_id`: machine credentials and the audit log;
+//! - `pg_generation`: revocations seen through the PostgreSQL listener;
 //! - `ops` (shared fixtures), `metrics`, `client_address`, `head_limits`,
 //!   `tls`, `config_files`, `shutdown`, `bounds`, `edge`, `edge_input`,
 //!   `login_flood`: operations and the HTTP edge.
@@ -107,3 +108,6 @@ mod reuse;
 
 #[path = "http/page_limits.rs"]
 mod page_limits;
+
+#[path = "http/pg_generation.rs"]
+mod pg_generation;

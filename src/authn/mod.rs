@@ -335,6 +335,12 @@ impl Authenticator {
         }
     }
 
+    /// The authentication generation as this server learns it (its listener
+    /// task and metrics).
+    pub fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
     /// A mark of the moment a request arrived, for [`Authenticator::generation_since`].
     pub fn generation_ticket(&self) -> u64 {
         self.generation.ticket()

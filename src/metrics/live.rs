@@ -158,6 +158,23 @@ impl Collector for Live {
             "Entries in the credential cache",
             i64::try_from(entries).unwrap_or(i64::MAX),
         )?;
+        let generation = self.auth.generation();
+        if let Some(up) = generation.listening() {
+            gauge(
+                &mut encoder,
+                "generation_listener_up",
+                "PostgreSQL: 1 while the authentication generation is kept in memory by its listener, 0 while requests read it from the database",
+                i64::from(up),
+            )?;
+        }
+        let c = ConstCounter::new(generation.reads());
+        let m = encoder.encode_descriptor(
+            "generation_reads",
+            "Database readings of the authentication generation made for requests (each serves a burst; none while the PostgreSQL listener is up; SQLite's on-thread readings are not counted)",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(m)?;
         gauge(
             &mut encoder,
             "build_info",

@@ -1,19 +1,40 @@
 //! The authentication generation: one number that moves whenever a change could
 //! revoke access (see `migrations/*/0101_auth_generation.sql`).
 //!
-//! Cached credentials carry the generation they were checked at. A request
-//! needs a reading of the generation that *began after the request arrived*, so
-//! a change committed anywhere before it (another replica, the CLI) is seen.
-//! Concurrent requests share such readings: while one read runs, later arrivals
-//! queue, and the next read serves all of them. Under load that is one database
-//! round trip per burst, not one per request, with the same guarantee. On
-//! SQLite a reading made on the request's own thread is cheaper still, and is
-//! used whenever SQLite can answer it without waiting.
+//! Cached credentials carry the generation they were checked at, and token
+//! reuse is keyed on it. Where a request learns the number:
+//!
+//! - **SQLite**: a reading made on the request's own thread (microseconds),
+//!   whenever SQLite can answer it without waiting; else as below.
+//! - **PostgreSQL, listener up**: the value the listener task keeps
+//!   (`generation_listen`): no round trip at all. The database announces each
+//!   change at commit (`LISTEN`/`NOTIFY`, migration 0140) and the listener
+//!   reads the new value at once, so a revoking change made on another replica
+//!   or by the CLI is honoured once its notification has arrived and been read
+//!   (on a local network well under a millisecond after the commit) rather than
+//!   strictly by the next request that arrives after the commit. That is the
+//!   one guarantee given up for the speed; it holds only while the listening
+//!   connection is known to be alive (heartbeats every second), and a
+//!   connection that died silently is given up within a few seconds.
+//! - **Otherwise** (listener not started, connecting, or lost): a reading that
+//!   *began after the request arrived*, so a change committed anywhere before
+//!   it is seen. Concurrent requests share such readings: while one read runs,
+//!   later arrivals queue, and the next read serves all of them: one round trip
+//!   per burst, not per request.
+//!
+//! Token reuse and the credential caches stay correct in every mode: an entry
+//! is used only while the generation it was made under is the one this
+//! process knows now, so every change this process has learned of (announced,
+//! or read) ends it. The listener publishes only values it read after it began
+//! listening, so none is older than a change it could have missed.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+use super::generation_listen::{self, Heard};
 use super::{Store, StoreError};
 
 /// A finished reading: its number and what it found.
@@ -29,13 +50,18 @@ struct State {
 
 /// Shared, coalesced readings of the authentication generation.
 ///
-/// No background task: the first request that finds no reading running makes
-/// one and publishes it to everyone waiting; the others wait on the result.
+/// Without the listener: the first request that finds no reading running
+/// makes one and publishes it to everyone waiting; the others wait on the
+/// result.
 #[derive(Debug)]
 pub struct Generation {
     store: Store,
     state: Mutex<State>,
     last: watch::Sender<Reading>,
+    /// What the PostgreSQL listener vouches for, if it runs.
+    heard: Arc<Heard>,
+    /// Readings made through the pool, for metrics.
+    reads: AtomicU64,
 }
 
 /// Ends a reading, also when the request making it is dropped midway, so the
@@ -57,14 +83,45 @@ impl Generation {
             store,
             state: Mutex::new(State::default()),
             last: watch::Sender::new((0, Ok(i64::MIN))),
+            heard: Arc::default(),
+            reads: AtomicU64::new(0),
         }
+    }
+
+    /// PostgreSQL: the task that listens for changes and keeps the generation
+    /// in memory while it is connected (see the module doc). It runs until
+    /// dropped; the server spawns it and aborts it at shutdown. `None` on
+    /// SQLite, which needs none.
+    pub fn listener(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let target = self.store.listen.clone()?;
+        Some(generation_listen::run(
+            self.store.clone(),
+            target,
+            self.heard.clone(),
+        ))
+    }
+
+    /// PostgreSQL: whether the listener vouches for the generation now
+    /// (`None` on SQLite).
+    pub fn listening(&self) -> Option<bool> {
+        self.store
+            .listen
+            .as_ref()
+            .map(|_| self.heard.get().is_some())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The generation as of a reading that began after this call did.
+    /// Readings made through the pool so far (the SQLite thread's own are
+    /// not counted), for metrics.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The generation as of a reading that began after this call did (on
+    /// PostgreSQL with the listener up: as last announced, see the module doc).
     pub async fn current(&self) -> Result<i64, StoreError> {
         self.since(self.ticket()).await
     }
@@ -76,10 +133,15 @@ impl Generation {
         self.state().started
     }
 
-    /// The generation as of a reading that began after `ticket` was taken.
+    /// The generation as of a reading that began after `ticket` was taken (on
+    /// PostgreSQL with the listener up: as last announced, see the module doc).
     pub async fn since(&self, ticket: u64) -> Result<i64, StoreError> {
         // SQLite: a fresh read on this thread costs less than sharing one.
         if let Some(value) = self.store.inline.as_ref().and_then(|r| r.generation()) {
+            return Ok(value);
+        }
+        // PostgreSQL: the listener's value, while its connection is alive.
+        if let Some(value) = self.heard.get() {
             return Ok(value);
         }
         let mut rx = self.last.subscribe();
@@ -101,6 +163,7 @@ impl Generation {
             };
             if let Some(number) = lead {
                 let _leading = Leading(self);
+                self.reads.fetch_add(1, Ordering::Relaxed);
                 let value = self.store.auth_generation().await;
                 let shared = value.as_ref().copied().map_err(ToString::to_string);
                 let _previous = self.last.send_replace((number, shared));

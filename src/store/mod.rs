@@ -8,6 +8,7 @@
 
 mod audit;
 mod generation;
+mod generation_listen;
 mod inline;
 pub mod ldap;
 mod limits;
@@ -147,6 +148,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: the authentication generation read on the caller's thread.
     inline: Option<std::sync::Arc<inline::InlineReader>>,
+    /// PostgreSQL only: where the authentication-generation listener connects.
+    listen: Option<generation_listen::ListenTarget>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -177,6 +180,7 @@ impl Store {
     /// Connects without migrating: for `berth db migrate` and version checks.
     pub async fn connect(db: &Database) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let mut listen = None;
         let (url, backend, max) = match db {
             Database::Sqlite(path) => {
                 if let Some(parent) = path.parent() {
@@ -195,6 +199,7 @@ impl Store {
             Database::Postgres(url) => {
                 // One direct attempt first: the pool would only say it timed out.
                 postgres::diagnose(url).await?;
+                listen = postgres::listen_target(url);
                 (url.clone(), Backend::Postgres, 8)
             }
         };
@@ -219,6 +224,7 @@ impl Store {
             pool,
             backend,
             inline: None,
+            listen,
         })
     }
 

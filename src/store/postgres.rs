@@ -11,6 +11,14 @@ use sqlx::Connection;
 
 use super::StoreError;
 
+/// The settings the authentication-generation listener connects with: those
+/// of the pool (`diagnose` has already shown that `url` parses).
+pub(super) fn listen_target(url: &str) -> Option<super::generation_listen::ListenTarget> {
+    PgConnectOptions::from_str(url)
+        .ok()
+        .map(|o| super::generation_listen::ListenTarget(std::sync::Arc::new(o)))
+}
+
 /// How long the first connection may take before berth gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -21,7 +21,9 @@
 //! - the keys directory was reloaded (rotation, publication, removal) or
 //!   another key signs now;
 //! - the authentication generation moved (a password, group or status change,
-//!   a deleted user, a revoked refresh token), read after the request arrived;
+//!   a deleted user, a revoked refresh token), as this process knows it when
+//!   the request arrives (on PostgreSQL, as the change notification announced
+//!   it; see `store::generation`);
 //! - a different service, or granted access that differs in any way (the key
 //!   is the canonical access: per resource the union of actions, sorted, so
 //!   order and duplicates of scopes do not matter, but a narrower or wider
@@ -64,7 +66,7 @@ pub struct Order<'a> {
     pub access: &'a [Access],
     /// The policy that granted it.
     pub policy: &'a Arc<Policy>,
-    /// The authentication generation read after the request arrived; `None`
+    /// The authentication generation as known when the request arrived; `None`
     /// when it could not be read (then nothing is reused or stored).
     pub auth_generation: Option<i64>,
     /// The request's time.
