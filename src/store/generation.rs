@@ -30,11 +30,11 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
-use super::generation_listen::{self, Heard};
+use super::generation_listen;
 use super::{Store, StoreError};
 
 /// A finished reading: its number and what it found.
@@ -58,8 +58,6 @@ pub struct Generation {
     store: Store,
     state: Mutex<State>,
     last: watch::Sender<Reading>,
-    /// What the PostgreSQL listener vouches for, if it runs.
-    heard: Arc<Heard>,
     /// Readings made through the pool, for metrics.
     reads: AtomicU64,
 }
@@ -83,7 +81,6 @@ impl Generation {
             store,
             state: Mutex::new(State::default()),
             last: watch::Sender::new((0, Ok(i64::MIN))),
-            heard: Arc::default(),
             reads: AtomicU64::new(0),
         }
     }
@@ -97,7 +94,7 @@ impl Generation {
         Some(generation_listen::run(
             self.store.clone(),
             target,
-            self.heard.clone(),
+            self.store.heard.clone(),
         ))
     }
 
@@ -107,7 +104,7 @@ impl Generation {
         self.store
             .listen
             .as_ref()
-            .map(|_| self.heard.get().is_some())
+            .map(|_| self.store.heard.get().is_some())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -141,7 +138,7 @@ impl Generation {
             return Ok(value);
         }
         // PostgreSQL: the listener's value, while its connection is alive.
-        if let Some(value) = self.heard.get() {
+        if let Some(value) = self.store.heard.get() {
             return Ok(value);
         }
         let mut rx = self.last.subscribe();

@@ -26,7 +26,7 @@
 //! unknown too.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -64,15 +64,25 @@ const UNKNOWN: i64 = i64::MIN;
 
 /// What the listener publishes: the generation while its connection is known
 /// to be alive, else nothing.
+///
+/// A change this process commits itself withdraws the value at once
+/// ([`Heard::changed_here`]), so the process that made a change never answers
+/// from a value older than it, not even for the moment the notification takes.
+/// Every withdrawal moves a stamp, and a reading publishes only if no
+/// withdrawal came after it began: a reading already under way when a change
+/// committed here cannot put back the value from before it.
 #[derive(Debug)]
 pub(super) struct Heard {
     value: AtomicI64,
+    /// Withdrawals so far; held while publishing, so none slips in between.
+    stamp: Mutex<u64>,
 }
 
 impl Default for Heard {
     fn default() -> Self {
         Heard {
             value: AtomicI64::new(UNKNOWN),
+            stamp: Mutex::new(0),
         }
     }
 }
@@ -83,12 +93,38 @@ impl Heard {
         Some(self.value.load(Ordering::Acquire)).filter(|v| *v != UNKNOWN)
     }
 
-    fn set(&self, value: i64) {
-        self.value.store(value, Ordering::Release);
+    fn stamp(&self) -> MutexGuard<'_, u64> {
+        self.stamp.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A mark taken before a reading, for [`Heard::publish`].
+    fn begin(&self) -> u64 {
+        *self.stamp()
+    }
+
+    /// Publishes a reading begun at `began`, unless a withdrawal came since.
+    fn publish(&self, began: u64, value: i64) -> bool {
+        let stamp = self.stamp();
+        let current = *stamp == began;
+        if current {
+            self.value.store(value, Ordering::Release);
+        }
+        current
+    }
+
+    /// Withdraws the value: requests read the database until it is read again.
     fn lose(&self) {
+        let mut stamp = self.stamp();
+        *stamp = stamp.wrapping_add(1);
         self.value.store(UNKNOWN, Ordering::Release);
+    }
+
+    /// This process committed a change that can move the generation: withdraw
+    /// the value now rather than when the notification arrives. The listener
+    /// reads again on the notification, or on its next heartbeat if the change
+    /// moved nothing.
+    pub(super) fn changed_here(&self) {
+        self.lose();
     }
 }
 
@@ -152,9 +188,8 @@ async fn session(store: &Store, options: &PgConnectOptions, heard: &Heard, insta
         Ok(Err(e)) => return format!("cannot listen: {e}"),
         Err(_) => return "cannot listen: no answer".into(),
     };
-    match read(&mut listener).await {
-        Ok(value) => heard.set(value),
-        Err(lost) => return lost,
+    if let Err(lost) = refresh(&mut listener, heard).await {
+        return lost;
     }
     tracing::info!("authentication generation listener up: warm requests need no database reading");
     let heard_beat = AtomicU64::new(0);
@@ -189,6 +224,18 @@ async fn read(listener: &mut PgListener) -> Result<i64, Lost> {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(format!("cannot read the generation: {e}")),
         Err(_) => Err("cannot read the generation: no answer".into()),
+    }
+}
+
+/// Reads the generation on the listening connection and publishes it, again
+/// as long as a change made here withdrew the value while it was being read.
+async fn refresh(listener: &mut PgListener, heard: &Heard) -> Result<(), Lost> {
+    loop {
+        let began = heard.begin();
+        let value = read(listener).await?;
+        if heard.publish(began, value) {
+            return Ok(());
+        }
     }
 }
 
@@ -227,12 +274,14 @@ async fn follow(
         while let Some(n) = listener.next_buffered() {
             changed |= is_change(n.payload(), instance, heard_beat);
         }
-        if changed {
+        // A value withdrawn by a change made here (which may have moved
+        // nothing, and then is never notified) is read again at the latest
+        // on the next heartbeat.
+        if changed || heard.get().is_none() {
             // Until the new value is read, requests read it themselves.
             heard.lose();
-            match read(listener).await {
-                Ok(value) => heard.set(value),
-                Err(lost) => return lost,
+            if let Err(lost) = refresh(listener, heard).await {
+                return lost;
             }
         }
     }
@@ -280,14 +329,30 @@ mod tests {
     fn only_a_live_listener_vouches() {
         let heard = Heard::default();
         assert_eq!(heard.get(), None);
-        heard.set(0);
+        assert!(heard.publish(heard.begin(), 0));
         assert_eq!(heard.get(), Some(0));
-        heard.set(41);
+        assert!(heard.publish(heard.begin(), 41));
         assert_eq!(heard.get(), Some(41));
         {
             let _vouching = Vouching(&heard);
         }
         assert_eq!(heard.get(), None);
+    }
+
+    #[test]
+    fn a_change_made_here_withdraws_and_beats_a_reading_under_way() {
+        let heard = Heard::default();
+        assert!(heard.publish(heard.begin(), 5));
+        // A reading begins, then this process commits a change.
+        let began = heard.begin();
+        heard.changed_here();
+        assert_eq!(heard.get(), None, "withdrawn at once");
+        // The reading from before the change does not come back.
+        assert!(!heard.publish(began, 5));
+        assert_eq!(heard.get(), None);
+        // A reading begun after it does.
+        assert!(heard.publish(heard.begin(), 6));
+        assert_eq!(heard.get(), Some(6));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ldap;
 mod limits;
 pub mod oidc;
 mod postgres;
+mod refresh;
 mod replay;
 mod replay_sqlite;
 mod robots;
@@ -150,6 +151,8 @@ pub struct Store {
     inline: Option<std::sync::Arc<inline::InlineReader>>,
     /// PostgreSQL only: where the authentication-generation listener connects.
     listen: Option<generation_listen::ListenTarget>,
+    /// PostgreSQL only: the generation as the listener vouches for it.
+    heard: std::sync::Arc<generation_listen::Heard>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -225,6 +228,7 @@ impl Store {
             backend,
             inline: None,
             listen,
+            heard: std::sync::Arc::default(),
         })
     }
 
@@ -319,6 +323,16 @@ impl Store {
         Ok(row.map(|(e, d)| (e, d != 0)))
     }
 
+    /// After a write that changed `rows` rows of a table whose changes move
+    /// the authentication generation (the triggers of migration 0101): this
+    /// process stops answering from the listener's value until it has read
+    /// the new one (see `generation_listen`).
+    fn moved_generation(&self, rows: u64) {
+        if rows > 0 {
+            self.heard.changed_here();
+        }
+    }
+
     /// All users, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username");
@@ -344,6 +358,7 @@ impl Store {
             q = q.bind(b);
         }
         let res = q.bind(now).bind(name.as_str()).execute(&self.pool).await?;
+        self.moved_generation(res.rows_affected());
         if res.rows_affected() == 0 {
             return Err(StoreError::NoSuchUser(name.to_string()));
         }
@@ -411,6 +426,7 @@ impl Store {
             .bind(name.as_str())
             .execute(&self.pool)
             .await?;
+        self.moved_generation(res.rows_affected());
         if res.rows_affected() == 0 {
             return Err(StoreError::NoSuchUser(name.to_string()));
         }
@@ -425,93 +441,7 @@ impl Store {
         .bind(name.as_str())
         .execute(&self.pool)
         .await?;
-        Ok(res.rows_affected())
-    }
-
-    /// Stores a refresh token hash, and revokes the user's oldest refresh tokens
-    /// beyond [`MAX_REFRESH_PER_USER`], so that a script logging in in a loop
-    /// cannot grow the table (or a user's sessions) without bound.
-    pub async fn insert_refresh(
-        &self,
-        token_hash: &[u8],
-        user_id: i64,
-        service: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, service, created_at, last_used_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(service)
-        .bind(now)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "DELETE FROM refresh_tokens WHERE user_id = $1 AND token_hash NOT IN
-               (SELECT token_hash FROM refresh_tokens WHERE user_id = $1
-                ORDER BY created_at DESC, last_used_at DESC, token_hash DESC LIMIT $2)",
-        )
-        .bind(user_id)
-        .bind(MAX_REFRESH_PER_USER)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Looks a refresh token up by hash, with its user.
-    pub async fn find_refresh(
-        &self,
-        token_hash: &[u8],
-    ) -> Result<Option<RefreshRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS}, r.service, r.last_used_at, r.expires_at
-             FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1"
-        );
-        let row = sqlx::query(&sql)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RefreshRecord {
-            service: row.try_get("service")?,
-            last_used_at: row.try_get("last_used_at")?,
-            expires_at: row.try_get("expires_at")?,
-            user: user_from_row(&row)?,
-        }))
-    }
-
-    /// Records a use of a refresh token.
-    pub async fn touch_refresh(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET last_used_at = $1 WHERE token_hash = $2")
-            .bind(now)
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes one refresh token.
-    pub async fn delete_refresh(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes refresh tokens past their absolute expiry or idle for `idle` seconds.
-    pub async fn purge_refresh(&self, now: i64, idle: i64) -> Result<u64, StoreError> {
-        let res =
-            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1 OR last_used_at <= $2")
-                .bind(now)
-                .bind(now - idle)
-                .execute(&self.pool)
-                .await?;
+        self.moved_generation(res.rows_affected());
         Ok(res.rows_affected())
     }
 
