@@ -361,6 +361,7 @@ scenario anon-es256 ES256 "$ANON_PATH"
 # The server's peak so far, then the peak of the 1,000 connections alone
 # (writing 5 to clear_refs resets VmHWM to the current RSS).
 HWM_BEFORE_C1000=$(rss_kib "$SERVER_PID" VmHWM)
+RSS_BEFORE_C1000=$(rss_kib "$SERVER_PID")
 C1000_RESET=0
 if echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null; then C1000_RESET=1; fi
 LOAD_CONNS=1000 scenario c1000-es256 ES256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
@@ -509,7 +510,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
   echo "idle RSS: $(mib "$IDLE_START") MiB after start, $(mib "$IDLE_LOGINS") MiB after 100 password logins with credential_cache_ttl = 0 ($LOGIN_FAILED failed)" \
     "(target <= 20 MiB: $(meets "$(mib "$(( IDLE_START > IDLE_LOGINS ? IDLE_START : IDLE_LOGINS ))")" '<=' 20)); peak during the logins $(mib "$RSS_MEMORY") MiB"
   echo "peak RSS (VmHWM): ES256 server incl. 1,000 connections $(mib "$RSS_ES256") MiB (target <= 64 MiB: $(meets "$(mib "$RSS_ES256")" '<=' 64))," \
-    "of which the 1,000 connections alone $( ((C1000_RESET)) && echo "$(mib "$RSS_C1000") MiB" || echo "unknown (VmHWM could not be reset)")," \
+    "the 1,000 connections' own peak $( ((C1000_RESET)) && echo "$(mib "$RSS_C1000") MiB from $(mib "$RSS_BEFORE_C1000") MiB before them" || echo "unknown (VmHWM could not be reset)")," \
     "RS256 server $(mib "$RSS_RS256") MiB; c1000 errors ${R_ERR[c1000-es256]} (target 0)"
   if ((SOAK > 0)); then
     echo "soak: ${R_CONNS[soak-es256]} connections for ${SOAK} s, ${R_TPS[soak-es256]} tokens/s, ${R_ERR[soak-es256]} errors;" \
