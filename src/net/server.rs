@@ -507,14 +507,21 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Resolves once no request has been in progress for `idle`.
+/// Resolves once no request has been in progress for `idle`. A request that
+/// starts and ends between two looks at the watch is seen by the count of
+/// requests started, so a connection busy with short requests back to back is
+/// never taken for idle.
 async fn idle_for(active: &mut watch::Receiver<Activity>, idle: Duration) {
     loop {
         if active.wait_for(|a| a.active == 0).await.is_err() {
             std::future::pending::<()>().await;
         }
+        let seen = active.borrow().started;
         let busy_again = tokio::time::timeout(idle, async {
-            active.wait_for(|a| a.active > 0).await.map(|_| ())
+            active
+                .wait_for(|a| a.active > 0 || a.started != seen)
+                .await
+                .map(|_| ())
         })
         .await;
         if busy_again.is_err() {

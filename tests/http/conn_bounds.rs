@@ -3,7 +3,8 @@
 //! ALPN, and hyper's read buffer starts at 8 KiB and grows only for a large
 //! head. Heads at the limit and one byte over, requests dripped a byte at a
 //! time or split inside the HTTP/2 preface, HTTP/2 with prior knowledge and 64
-//! parallel keep-alive connections must all get the right answer.
+//! parallel keep-alive connections must all get the right answer; a connection
+//! busy with short requests is never closed as idle.
 
 use std::time::Duration;
 
@@ -234,4 +235,64 @@ async fn sixty_four_parallel_keep_alive_connections() {
         total += t.await.unwrap();
     }
     assert_eq!(total, 64 * 5);
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from `c`;
+/// its status, or `None` when the connection ended first.
+async fn one_response(c: &mut TcpStream, pending: &mut Vec<u8>) -> Option<u16> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(pending).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let status = status_of(pending);
+                pending.drain(..end + 4 + len);
+                return status;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_not_taken_for_idle() {
+    // Requests back to back on one connection for three idle timeouts: each
+    // starts and ends within one turn of the connection's task, and none may
+    // find the connection closed under it.
+    let s = with_bob("idle_timeout = '1s'").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    let mut answered = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write after {answered} answers: {e}"));
+        let status = one_response(&mut c, &mut pending).await;
+        assert_eq!(
+            status,
+            Some(200),
+            "request {} after {:?}",
+            answered + 1,
+            started.elapsed()
+        );
+        answered += 1;
+    }
+    // Once quiet, it is closed within about the idle timeout.
+    let (_, closed) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+    let closed = closed.expect("closed once idle");
+    assert!(closed < Duration::from_secs(4), "{closed:?}");
+    eprintln!("{answered} requests in 3 s on one connection; closed {closed:?} after the last");
 }
