@@ -38,8 +38,8 @@
 # The server runs with RUST_LOG=warn so the per-request decision log line
 # (target berth::decision, level info) is not part of the measurement; set
 # LOAD_RUST_LOG=info to measure with it. LOAD_BIN=PATH runs that berth binary
-# instead of building one (to compare two builds in otherwise equal runs). The summary is printed and written to
-# target/load-report.txt. Everything listens on 127.0.0.1 only; every loop is
+# instead of building one (to compare two builds in otherwise equal runs).
+# The summary is printed and written to target/load-report.txt. Everything listens on 127.0.0.1 only; every loop is
 # bounded; servers, the temp dir and the PostgreSQL database are removed on
 # exit, also on failure.
 #
