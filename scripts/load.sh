@@ -24,15 +24,22 @@
 #   mix-rs256             repeated and distinct requests alternating, RSA-2048
 #   basic-pg, refresh-pg  warm Basic and refresh grant on PostgreSQL (needs
 #                         scripts/start-postgres.sh; LOAD_POSTGRES=0 skips)
+#   soak-es256            basic-es256 over 200 connections for LOAD_SOAK seconds
+#                         (only when LOAD_SOAK is set, 1..600; e.g. LOAD_SOAK=60)
 # Memory: idle RSS after start and after 100 password logins with
-# credential_cache_ttl = 0 (one server), peak RSS (VmHWM) per server.
+# credential_cache_ttl = 0 (one server), peak RSS (VmHWM) per server, and the
+# peak of the 1,000 connections alone (VmHWM reset just before them through
+# /proc/PID/clear_refs). The soak samples VmRSS every second and reports it
+# before the load, first/min/max/last from the 5th second on (the spread is
+# the flatness figure), and 3 s after; and its audit bytes per request.
 # Audit: database growth (SQLite file + WAL, PostgreSQL pg_database_size)
 # divided by the requests of the scenarios run on that server.
 #
 # The server runs with RUST_LOG=warn so the per-request decision log line
 # (target berth::decision, level info) is not part of the measurement; set
-# LOAD_RUST_LOG=info to measure with it. The summary is printed and written to
-# target/load-report.txt. Everything listens on 127.0.0.1 only; every loop is
+# LOAD_RUST_LOG=info to measure with it. LOAD_BIN=PATH runs that berth binary
+# instead of building one (to compare two builds in otherwise equal runs).
+# The summary is printed and written to target/load-report.txt. Everything listens on 127.0.0.1 only; every loop is
 # bounded; servers, the temp dir and the PostgreSQL database are removed on
 # exit, also on failure.
 #
@@ -41,6 +48,7 @@
 #   refresh-es256, basic-pg, refresh-pg >= 0.4 x single-core ES256 sign/s
 #   basic-rs256 >= 10 x single-core RSA-2048 sign/s (openssl speed rsa2048)
 #   c1000: no errors, peak RSS <= 64 MiB; idle RSS <= 20 MiB
+#   soak: RSS spread <= 5 MiB
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -63,6 +71,8 @@ shift $((OPTIND - 1))
 [[ $# -eq 0 ]] || { echo "load.sh: unexpected argument: $1" >&2; exit 2; }
 [[ $CONNS =~ ^[1-9][0-9]*$ && $CONNS -le 10000 ]] || { echo "load.sh: -c must be 1..10000" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ && $DURATION -le 600 ]] || { echo "load.sh: -d must be 1..600 seconds" >&2; exit 2; }
+SOAK=${LOAD_SOAK:-0}
+[[ $SOAK =~ ^[0-9]+$ && $SOAK -le 600 ]] || { echo "load.sh: LOAD_SOAK must be 0..600 seconds" >&2; exit 2; }
 THREADS=2
 ((CONNS < THREADS)) && THREADS=$CONNS
 SERVER_LOG_LEVEL=${LOAD_RUST_LOG:-warn}
@@ -85,18 +95,29 @@ if ! command -v wrk >/dev/null; then
 fi
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-log "cargo build --release"
-cargo build --release
-BIN=$TARGET_DIR/release/berth
+if [[ -n ${LOAD_BIN:-} ]]; then
+  # A binary built before (e.g. to compare two builds); no cargo build.
+  BIN=$(readlink -f "$LOAD_BIN")
+  log "using $BIN (LOAD_BIN), no cargo build"
+else
+  log "cargo build --release"
+  cargo build --release
+  BIN=$TARGET_DIR/release/berth
+fi
 [[ -x $BIN ]] || die "no binary at $BIN after cargo build --release"
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-load.XXXXXX")
 SERVER_PID=
+SAMPLER_PID=
 PG_ADMIN=
 PG_DB=
 cleanup() {
   local rc=$?
+  if [[ -n $SAMPLER_PID ]]; then
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+  fi
   if [[ -n $SERVER_PID ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -217,12 +238,12 @@ sanity() {
 declare -A R_TPS R_P50 R_P99 R_ERR R_REQ R_CONNS R_BASE
 SCENARIOS=()
 # scenario NAME BASE(ES256|RSA) PATH [wrk args...]; LOAD_METHOD / LOAD_BODY /
-# LOAD_MODE / LOAD_CONNS in the environment.
+# LOAD_MODE / LOAD_CONNS / LOAD_SECONDS in the environment.
 scenario() {
-  local name=$1 base=$2 path=$3 out line conns=${LOAD_CONNS:-$CONNS}
+  local name=$1 base=$2 path=$3 out line conns=${LOAD_CONNS:-$CONNS} secs=${LOAD_SECONDS:-$DURATION}
   shift 3
-  log "scenario $name: wrk -t$THREADS -c$conns -d${DURATION}s --latency $BASE$path (${LOAD_MODE:-same})"
-  out=$(timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --timeout 10s --latency \
+  log "scenario $name: wrk -t$THREADS -c$conns -d${secs}s --latency $BASE$path (${LOAD_MODE:-same})"
+  out=$(timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 10s --latency \
     -s "$ROOT/scripts/load/token.lua" "$@" "$BASE$path") || die "$name: wrk failed: $out"
   printf '%s\n' "$out" | sed -n '/^Running/,/^LOAD_RESULT/p' | grep -v '^LOAD_RESULT' | sed 's/^/    /' >&2
   line=$(printf '%s\n' "$out" | grep '^LOAD_RESULT') || die "$name: no LOAD_RESULT from wrk"
@@ -279,7 +300,8 @@ declare -A AUDIT_BPR
 audit_end() {
   sleep 3
   local grew=$(( $(db_bytes) - AUDIT_START ))
-  AUDIT_BPR[$1]=$(awk -v b="$grew" -v n="$SERVER_REQUESTS" 'BEGIN { printf "%.0f", (n > 0) ? b / n : 0 }')
+  # Two decimals below 10 bytes (folded repeats cost a fraction of a byte).
+  AUDIT_BPR[$1]=$(awk -v b="$grew" -v n="$SERVER_REQUESTS" 'BEGIN { v = (n > 0) ? b / n : 0; printf (v < 10 ? "%.2f" : "%.0f"), v }')
 }
 
 # Other work on the machine skews every figure; record how busy it was.
@@ -336,9 +358,16 @@ LOAD_METHOD=POST LOAD_BODY=$REFRESH_BODY scenario refresh-es256 ES256 /token
 
 sanity anon-es256 "$BASE$ANON_PATH"
 scenario anon-es256 ES256 "$ANON_PATH"
+# The server's peak so far, then the peak of the 1,000 connections alone
+# (writing 5 to clear_refs resets VmHWM to the current RSS).
+HWM_BEFORE_C1000=$(rss_kib "$SERVER_PID" VmHWM)
+RSS_BEFORE_C1000=$(rss_kib "$SERVER_PID")
+C1000_RESET=0
+if echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null; then C1000_RESET=1; fi
 LOAD_CONNS=1000 scenario c1000-es256 ES256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
 stop_server
-RSS_ES256=$LAST_RSS
+RSS_C1000=$LAST_RSS
+RSS_ES256=$(( ${HWM_BEFORE_C1000:-0} > LAST_RSS ? ${HWM_BEFORE_C1000:-0} : LAST_RSS ))
 
 # ---------------------------------------------------------------- ES256, reuse off
 EXTRA_ENV=(BERTH_TOKEN_REUSE=0)
@@ -347,6 +376,43 @@ sanity basic-es256-noreuse -H "Authorization: Basic $BASIC" "$BASE$BASIC_PATH"
 scenario basic-es256-noreuse ES256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
 stop_server
 EXTRA_ENV=()
+
+# ---------------------------------------------------------------- soak
+# LOAD_SOAK=SECONDS: warm Basic ES256 (reuse and folding at their defaults) over
+# 200 connections on a server of its own, VmRSS sampled every second by a
+# bounded background loop. Flatness is judged from the 5th second on, once the
+# connections are open; audit bytes per request are the database's growth over
+# the soak (and 3 s of drain) divided by its requests.
+if ((SOAK > 0)); then
+  start_server soak
+  sanity soak-es256 -H "Authorization: Basic $BASIC" "$BASE$BASIC_PATH"
+  audit_begin
+  SOAK_START=$(rss_kib "$SERVER_PID")
+  (
+    for _ in $(seq 1 $((SOAK + 70))); do
+      sleep 1
+      rss_kib "$SERVER_PID"
+    done
+  ) >"$TMP/soak-rss.txt" &
+  SAMPLER_PID=$!
+  LOAD_CONNS=200 LOAD_SECONDS=$SOAK scenario soak-es256 ES256 "$BASIC_PATH" -H "Authorization: Basic $BASIC"
+  kill "$SAMPLER_PID" 2>/dev/null || true
+  wait "$SAMPLER_PID" 2>/dev/null || true
+  SAMPLER_PID=
+  # Only the samples taken while wrk ran (one a second).
+  mapfile -t SOAK_RSS < <(head -n "$SOAK" "$TMP/soak-rss.txt")
+  ((${#SOAK_RSS[@]} > 0)) || die "soak: no RSS samples"
+  audit_end soak
+  SOAK_DRAINED=$(rss_kib "$SERVER_PID")
+  stop_server
+  SOAK_STEADY=("${SOAK_RSS[@]:4}")
+  ((${#SOAK_STEADY[@]} > 0)) || SOAK_STEADY=("${SOAK_RSS[@]}")
+  SOAK_MIN=$(printf '%s\n' "${SOAK_STEADY[@]}" | sort -n | head -n 1)
+  SOAK_MAX=$(printf '%s\n' "${SOAK_STEADY[@]}" | sort -n | tail -n 1)
+  SOAK_FIRST=${SOAK_STEADY[0]}
+  SOAK_END=${SOAK_RSS[-1]}
+  printf '%s\n' "${SOAK_RSS[@]}" | awk '{ printf "%s%.1f", (NR > 1 ? " " : ""), $1 / 1024 } END { print "" }' >"$TMP/soak-mib.txt"
+fi
 
 # ---------------------------------------------------------------- RS256
 # A fresh keys dir whose only key is RSA, created before the server starts (so
@@ -444,7 +510,15 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
   echo "idle RSS: $(mib "$IDLE_START") MiB after start, $(mib "$IDLE_LOGINS") MiB after 100 password logins with credential_cache_ttl = 0 ($LOGIN_FAILED failed)" \
     "(target <= 20 MiB: $(meets "$(mib "$(( IDLE_START > IDLE_LOGINS ? IDLE_START : IDLE_LOGINS ))")" '<=' 20)); peak during the logins $(mib "$RSS_MEMORY") MiB"
   echo "peak RSS (VmHWM): ES256 server incl. 1,000 connections $(mib "$RSS_ES256") MiB (target <= 64 MiB: $(meets "$(mib "$RSS_ES256")" '<=' 64))," \
+    "the 1,000 connections' own peak $( ((C1000_RESET)) && echo "$(mib "$RSS_C1000") MiB from $(mib "$RSS_BEFORE_C1000") MiB before them" || echo "unknown (VmHWM could not be reset)")," \
     "RS256 server $(mib "$RSS_RS256") MiB; c1000 errors ${R_ERR[c1000-es256]} (target 0)"
+  if ((SOAK > 0)); then
+    echo "soak: ${R_CONNS[soak-es256]} connections for ${SOAK} s, ${R_TPS[soak-es256]} tokens/s, ${R_ERR[soak-es256]} errors;" \
+      "RSS $(mib "$SOAK_START") MiB before, from the 5th second $(mib "$SOAK_FIRST") first / $(mib "$SOAK_MIN") min / $(mib "$SOAK_MAX") max / $(mib "$SOAK_END") last," \
+      "spread $(mib $((SOAK_MAX - SOAK_MIN))) MiB (target <= 5 MiB: $(meets "$(mib $((SOAK_MAX - SOAK_MIN)))" '<=' 5)); $(mib "$SOAK_DRAINED") MiB 3 s after;" \
+      "audit ${AUDIT_BPR[soak]} bytes per request"
+    echo "soak VmRSS each second (MiB): $(cat "$TMP/soak-mib.txt")"
+  fi
   echo "audit bytes per request (database growth / requests): SQLite ${AUDIT_BPR[sqlite-warm]} (basic-es256)${AUDIT_BPR[postgres]:+, PostgreSQL ${AUDIT_BPR[postgres]} (basic-pg + refresh-pg)}"
   [[ -n $PG_NOTE ]] && echo "$PG_NOTE"
   echo "errors = non-2xx/3xx responses + socket errors reported by wrk; targets are goals, not assertions"

@@ -106,6 +106,9 @@ mod audit_erase;
 #[path = "http/reuse.rs"]
 mod reuse;
 
+#[path = "http/conn_bounds.rs"]
+mod conn_bounds;
+
 #[path = "http/page_limits.rs"]
 mod page_limits;
 
