@@ -30,6 +30,9 @@
 //! connections are refused), idle connections are closed, requests in flight run
 //! to completion, and after `grace` whatever is left is dropped, so the process
 //! always exits in bounded time.
+//!
+//! (Somewhat over 500 lines: accepting, telling the protocol and driving a
+//! connection to its deadlines are one path that reads best in one place.)
 
 use std::future::Future;
 use std::net::SocketAddr;
