@@ -242,7 +242,7 @@ fn docker_push_follows_live_policy_edits() {
     s.expect_denied(&push("v3"), "docker push team/app:v3 under team-freeze");
 }
 
-/// The bad policy files of issue 3, dropped next to a good policy while berth
+/// The bad policy files of the policy language's bad-input list, dropped next to a good policy while berth
 /// serves: each is reported in `/healthz` with its file, the last good policy
 /// keeps deciding, and removing the file brings berth back to `ok`.
 #[test]

@@ -97,7 +97,7 @@ fn broken_policy_gives_file_line_column() {
     assert!(bad.is_empty(), "{}", bad.join("\n\n"));
 }
 
-/// The policy files of issue 3's bad input list; each must give a clear error
+/// The policy files of the policy language's bad-input list; each must give a clear error
 /// (or load, for the empty file) quickly and without a panic.
 #[test]
 fn bad_policy_files_fail_cleanly_and_quickly() {
