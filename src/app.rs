@@ -289,7 +289,12 @@ pub async fn serve_with(
         )),
     ];
     // PostgreSQL: keeps the authentication generation in memory while connected.
-    if let Some(listener) = state.auth.generation().listener() {
+    if let Some(listener) = state
+        .auth
+        .generation()
+        .listener()
+        .filter(|_| state.config.generation_listener)
+    {
         background.push(tokio::spawn(listener));
     }
     let tls = match &state.tls {

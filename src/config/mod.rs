@@ -127,6 +127,10 @@ pub struct Config {
     /// Repeats of a grant within this window are folded into its first row
     /// (zero: every decision gets its own row).
     pub audit_fold_window: Duration,
+    /// PostgreSQL: keep the authentication generation in memory by `LISTEN`
+    /// (off: every burst of requests reads it, for poolers that cannot pass
+    /// `LISTEN` through).
+    pub generation_listener: bool,
     /// OIDC providers (`[[oidc]]`) and their place in the authentication chain.
     pub oidc: crate::config::oidc::OidcSettings,
     /// LDAP/Active Directory directories (`[[ldap]]`), tried in order; their

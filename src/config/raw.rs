@@ -43,6 +43,7 @@ pub(super) struct RawConfig {
     pub audit_queue: Option<usize>,
     pub audit_required: Option<bool>,
     pub audit_fold_window: Option<String>,
+    pub generation_listener: Option<bool>,
     pub key_publish_delay: Option<String>,
     pub metrics_listen: Option<String>,
     #[serde(default, deserialize_with = "list_or_commas")]

@@ -150,6 +150,10 @@ fn settings(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("audit_required", Some(c.audit_required.to_string())),
         ("audit_fold_window", Some(dur(c.audit_fold_window))),
         (
+            "generation_listener",
+            Some(c.generation_listener.to_string()),
+        ),
+        (
             "metrics_listen",
             c.metrics_listen.map(|a| quote(&a.to_string())),
         ),

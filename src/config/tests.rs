@@ -117,6 +117,7 @@ fn every_key_has_its_variable() {
         ("BERTH_ROBOT_PREFIX", "bot+"),
         ("BERTH_AUDIT_QUEUE", "7"),
         ("BERTH_AUDIT_REQUIRED", "true"),
+        ("BERTH_GENERATION_LISTENER", "false"),
         ("BERTH_CREDENTIAL_CACHE_SIZE", "5"),
         ("BERTH_MAX_CONNECTIONS", "1000"),
         ("BERTH_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7"),
@@ -132,6 +133,7 @@ fn every_key_has_its_variable() {
     assert_eq!(c.robot_prefix, "bot+");
     assert_eq!(c.audit_queue, 7);
     assert!(c.audit_required);
+    assert!(!c.generation_listener);
     assert_eq!(c.credential_cache_size, 5);
     assert_eq!(c.edge.max_connections, 1000);
     assert_eq!(c.trusted_proxies.len(), 2);

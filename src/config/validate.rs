@@ -318,6 +318,10 @@ fn audit(raw: &mut RawConfig, c: &mut Config) -> Result<(), ConfigError> {
         1..=10_000_000,
     )?;
     c.audit_required = raw.audit_required.take().unwrap_or(c.audit_required);
+    c.generation_listener = raw
+        .generation_listener
+        .take()
+        .unwrap_or(c.generation_listener);
     c.audit_fold_window = short_duration(
         "audit_fold_window",
         raw.audit_fold_window.take(),
@@ -480,6 +484,7 @@ impl Default for Config {
             audit_queue: 50_000,
             audit_required: false,
             audit_fold_window: Duration::from_secs(60),
+            generation_listener: true,
             oidc: crate::config::oidc::OidcSettings::default(),
             ldap: Vec::new(),
             key_publish_delay: Duration::from_secs(3600),

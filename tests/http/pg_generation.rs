@@ -301,3 +301,41 @@ async fn no_token_after_an_observed_revocation_under_parallel_load() {
     );
     assert!(listening(&s).await);
 }
+
+/// `generation_listener = false` (for a pooler that cannot pass `LISTEN`
+/// through): no listener ever comes up, every warm request reads the
+/// generation from the database, and a disable by another process is
+/// honoured by the very next request.
+#[tokio::test]
+async fn with_the_listener_off_every_request_reads_the_database() {
+    let Some(db) = TestDb::postgres("with_the_listener_off_every_request_reads_the_database")
+    else {
+        return;
+    };
+    let s = server(&db, "generation_listener = false").await;
+    s.add_user("alice", "pw-alice", &[]).await;
+    for _ in 0..2 {
+        assert_eq!(status(&s, "alice", "pw-alice").await, 200);
+    }
+    assert!(
+        !within(Duration::from_secs(2), || listening(&s)).await,
+        "a listener came up although generation_listener = false"
+    );
+    assert_eq!(metric(&s, "generation_listener_up").await, Some(0.0));
+    let reads = metric(&s, "generation_reads_total").await.expect("reads");
+    for _ in 0..10 {
+        assert_eq!(status(&s, "alice", "pw-alice").await, 200);
+    }
+    let after = metric(&s, "generation_reads_total").await.expect("reads");
+    assert!(
+        after >= reads + 10.0,
+        "ten sequential warm requests made {} readings",
+        after - reads
+    );
+    disable_by_cli(&db, "alice").await;
+    assert_eq!(
+        status(&s, "alice", "pw-alice").await,
+        401,
+        "the request right after a disable by the CLI still got a token"
+    );
+}
