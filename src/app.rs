@@ -244,7 +244,7 @@ pub async fn build(
         config.token_ttl,
         signing_slots,
     );
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         audit,
         config: Arc::new(config),
         signer,
@@ -253,7 +253,7 @@ pub async fn build(
         policies: Arc::new(policies),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tls,
-    };
+    });
     Ok((state, boot))
 }
 

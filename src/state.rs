@@ -10,9 +10,15 @@ use crate::policy::reload::PolicyHandle;
 use crate::policy::Policy;
 use crate::token::Signer;
 
-/// Shared state of the running server.
+/// Shared state of the running server: one pointer, so the clone every
+/// extractor and layer makes per request is one reference count, not one per
+/// part.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points to.
+#[derive(Debug)]
+pub struct Shared {
     /// Validated configuration.
     pub config: Arc<Config>,
     /// Token signer.
@@ -32,8 +38,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state made of its parts.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+
     /// The policy in force; a request keeps the one it started with.
     pub fn policy(&self) -> Arc<Policy> {
         self.policies.current()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
