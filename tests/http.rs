@@ -10,7 +10,8 @@
 //! - `machine` (shared fixtures), `robots`, `access_tokens`, `federated`,
 //!   `lockout`, `audit_log`, `audit_fold`, `audit_erase`, `serve_logs`,
 //!   `request_id`: machine credentials and the audit log;
-//! - `pg_generation`: revocations seen through the PostgreSQL listener;
+//! - `generation`: revocations made by another process seen by a running
+//!   server (SQLite's WAL index, the PostgreSQL listener);
 //! - `ops` (shared fixtures), `metrics`, `client_address`, `head_limits`,
 //!   `tls`, `config_files`, `shutdown`, `bounds`, `edge`, `edge_input`,
 //!   `login_flood`: operations and the HTTP edge.
@@ -112,5 +113,5 @@ mod conn_bounds;
 #[path = "http/page_limits.rs"]
 mod page_limits;
 
-#[path = "http/pg_generation.rs"]
-mod pg_generation;
+#[path = "http/generation.rs"]
+mod generation;

@@ -170,7 +170,7 @@ impl Collector for Live {
         let c = ConstCounter::new(generation.reads());
         let m = encoder.encode_descriptor(
             "generation_reads",
-            "Database readings of the authentication generation made for requests (each serves a burst; none while the PostgreSQL listener is up; SQLite's on-thread readings are not counted)",
+            "Database readings of the authentication generation made for requests (PostgreSQL: each serves a burst, none while the listener is up; SQLite: none while nothing was committed since the last)",
             None,
             c.metric_type(),
         )?;

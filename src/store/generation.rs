@@ -5,7 +5,9 @@
 //! reuse is keyed on it. Where a request learns the number:
 //!
 //! - **SQLite**: a reading made on the request's own thread (microseconds),
-//!   whenever SQLite can answer it without waiting; else as below.
+//!   whenever SQLite can answer it without waiting; else as below. While the
+//!   WAL-index header shows nothing committed since the last such reading,
+//!   that reading answers without a query (`inline`, `wal_index`).
 //! - **PostgreSQL, listener up**: the value the listener task keeps
 //!   (`generation_listen`): no round trip at all. The database announces each
 //!   change at commit (`LISTEN`/`NOTIFY`, migration 0140) and the listener
@@ -111,10 +113,12 @@ impl Generation {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Readings made through the pool so far (the SQLite thread's own are
-    /// not counted), for metrics.
+    /// Database readings made so far, for metrics: through the pool, and on
+    /// SQLite the request thread's own queries (not the answers it took from
+    /// the WAL-index header).
     pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+        let inline = self.store.inline.as_ref().map_or(0, |r| r.queries());
+        self.reads.load(Ordering::Relaxed) + inline
     }
 
     /// The generation as of a reading that began after this call did (on

@@ -19,6 +19,7 @@ mod replay;
 mod replay_sqlite;
 mod robots;
 mod tokens;
+mod wal_index;
 
 pub use audit::{AuditQuery, AuditRecord, ErasedColumn};
 pub use generation::Generation;

@@ -1,10 +1,14 @@
-//! The authentication generation on PostgreSQL, kept in memory by a listener
-//! (`LISTEN`/`NOTIFY`): changes made by another process or connection are
-//! honoured by a running server, a lost listener falls back to reading the
-//! database and comes back, and no request that starts after a revocation was
-//! observed gets a token. Every test runs against a fresh PostgreSQL database
-//! (`BERTH_TEST_POSTGRES_URL`) and waits for outcomes with bounded polls,
-//! never asserting a timing.
+//! The authentication generation, moved by another process or connection and
+//! honoured by a running server:
+//!
+//! - SQLite: by the very next request, while warm requests between changes
+//!   query nothing (the WAL-index header shows nothing was committed);
+//! - PostgreSQL: through the listener (`LISTEN`/`NOTIFY`); a lost listener
+//!   falls back to reading the database and comes back, and no request that
+//!   starts after a revocation was observed gets a token.
+//!
+//! PostgreSQL tests run against a fresh database (`BERTH_TEST_POSTGRES_URL`).
+//! Outcomes are awaited with bounded polls, never by asserting a timing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -214,18 +218,21 @@ struct Outcome {
     status: u16,
 }
 
-#[tokio::test]
-async fn no_token_after_an_observed_revocation_under_parallel_load() {
-    let Some(db) = TestDb::postgres("no_token_after_an_observed_revocation_under_parallel_load")
-    else {
-        return;
-    };
-    let s = warm_server(&db, &["alice"]).await;
+/// Runs 64 workers asking for `user`'s warm token, one request after another,
+/// while `change` runs (starting 300 ms in) and for 500 ms after it; their
+/// outcomes, and what `change` returned.
+async fn under_load<T>(
+    s: &TestServer,
+    user: &str,
+    change: impl std::future::Future<Output = T>,
+) -> (Vec<Outcome>, T) {
     let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("{}/token?{}", s.base, own("alice"));
+    let url = format!("{}/token?{}", s.base, own(user));
+    let pw = format!("pw-{user}");
     let workers: Vec<_> = (0..64)
         .map(|_| {
             let (client, url, stop) = (s.client.clone(), url.clone(), stop.clone());
+            let (user, pw) = (user.to_owned(), pw.clone());
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 // Bounded: the main task stops them long before this.
@@ -236,7 +243,7 @@ async fn no_token_after_an_observed_revocation_under_parallel_load() {
                     let started = Instant::now();
                     let res = client
                         .get(&url)
-                        .basic_auth("alice", Some("pw-alice"))
+                        .basic_auth(&user, Some(&pw))
                         .send()
                         .await
                         .expect("send");
@@ -253,53 +260,135 @@ async fn no_token_after_an_observed_revocation_under_parallel_load() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    disable_by_cli(&db, "alice").await;
-    // Observed: the first refusal answered after the change was committed.
-    let observed = within(Duration::from_secs(10), || async {
-        status(&s, "alice", "pw-alice").await == 401
-    })
-    .await;
-    // Let requests that start after the observation run for a while.
+    let changed = change.await;
+    // Let requests that start after the change run for a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    assert!(observed, "the disable was never honoured");
     let mut all = Vec::new();
     for w in workers {
         all.extend(w.await.expect("worker"));
     }
+    (all, changed)
+}
+
+/// After a disable every request checks the password again: beyond the
+/// sign-in limits some are answered 429, beyond the hashing slots 503 (try
+/// again); none with a token, and nothing else. Tokens went out before
+/// `cutoff`, and none to a request started after it.
+fn none_served_after(all: &[Outcome], cutoff: Instant) {
+    let mut counts = std::collections::BTreeMap::new();
+    for o in all {
+        *counts.entry(o.status).or_insert(0u32) += 1;
+    }
+    assert!(
+        all.iter()
+            .all(|o| matches!(o.status, 200 | 401 | 429 | 503)),
+        "{counts:?}"
+    );
+    assert!(all.iter().any(|o| o.status == 200 && o.started < cutoff));
+    let late: Vec<_> = all.iter().filter(|o| o.started > cutoff).collect();
+    assert!(
+        late.iter().all(|o| o.status != 200),
+        "{} of {} requests started after the revocation got a token ({counts:?})",
+        late.iter().filter(|o| o.status == 200).count(),
+        late.len()
+    );
+    assert!(!late.is_empty(), "no request started after the revocation");
+}
+
+#[tokio::test]
+async fn no_token_after_an_observed_revocation_under_parallel_load() {
+    let Some(db) = TestDb::postgres("no_token_after_an_observed_revocation_under_parallel_load")
+    else {
+        return;
+    };
+    let s = warm_server(&db, &["alice"]).await;
+    let (all, observed) = under_load(&s, "alice", async {
+        disable_by_cli(&db, "alice").await;
+        // Observed: the first refusal answered after the change was committed.
+        within(Duration::from_secs(10), || async {
+            status(&s, "alice", "pw-alice").await == 401
+        })
+        .await
+    })
+    .await;
+    assert!(observed, "the disable was never honoured");
     let first_refusal = all
         .iter()
         .filter(|o| o.status == 401)
         .map(|o| o.ended)
         .min()
         .expect("the workers saw the disable");
-    let mut counts = std::collections::BTreeMap::new();
-    for o in &all {
-        *counts.entry(o.status).or_insert(0u32) += 1;
-    }
-    // After the disable every request checks the password again: beyond the
-    // sign-in limits some are answered 429, beyond the hashing slots 503 (try
-    // again); none with a token, and nothing else.
-    assert!(
-        all.iter()
-            .all(|o| matches!(o.status, 200 | 401 | 429 | 503)),
-        "{counts:?}"
-    );
-    assert!(all
-        .iter()
-        .any(|o| o.status == 200 && o.started < first_refusal));
-    let late: Vec<_> = all.iter().filter(|o| o.started > first_refusal).collect();
-    assert!(
-        late.iter().all(|o| o.status != 200),
-        "{} of {} requests started after the first refusal got a token",
-        late.iter().filter(|o| o.status == 200).count(),
-        late.len()
-    );
-    assert!(
-        !late.is_empty(),
-        "no request started after the first refusal"
-    );
+    none_served_after(&all, first_refusal);
     assert!(listening(&s).await);
+}
+
+/// A server on SQLite with `users` (password `pw-USER`), each signed in twice
+/// so the second sign-in is a credential-cache hit checked at the generation.
+async fn warm_sqlite(db: &TestDb, users: &[&str]) -> TestServer {
+    let s = server(db, "").await;
+    for u in users {
+        s.add_user(u, &format!("pw-{u}"), &[]).await;
+        for _ in 0..2 {
+            assert_eq!(status(&s, u, &format!("pw-{u}")).await, 200, "{u}");
+        }
+    }
+    s
+}
+
+#[tokio::test]
+async fn sqlite_another_process_revokes_at_the_next_request() {
+    let db = TestDb::sqlite();
+    let s = warm_sqlite(&db, &["alice", "bob", "carol"]).await;
+    // Warm requests query nothing while nothing is committed (the first
+    // grants' audit rows may still land: a reading each).
+    let reads = metric(&s, "generation_reads_total").await.expect("reads");
+    for _ in 0..50 {
+        assert_eq!(status(&s, "alice", "pw-alice").await, 200);
+    }
+    let after = metric(&s, "generation_reads_total").await.expect("reads");
+    assert!(
+        after - reads <= 5.0,
+        "50 warm requests made {} readings",
+        after - reads
+    );
+
+    disable_by_cli(&db, "alice").await;
+    assert_eq!(
+        status(&s, "alice", "pw-alice").await,
+        401,
+        "the request right after a disable by the CLI still got a token"
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.url))
+        .await
+        .expect("connect");
+    let done =
+        sqlx::query("UPDATE users SET disabled = 1, epoch = epoch + 1 WHERE username = 'bob'")
+            .execute(&mut conn)
+            .await
+            .expect("disable");
+    assert_eq!(done.rows_affected(), 1);
+    assert_eq!(
+        status(&s, "bob", "pw-bob").await,
+        401,
+        "the request right after a disable by another connection still got a token"
+    );
+    assert_eq!(status(&s, "carol", "pw-carol").await, 200);
+    crate::machine::cli_ok(&db.url, &["user", "enable", "alice"]).await;
+    assert_eq!(status(&s, "alice", "pw-alice").await, 200);
+}
+
+#[tokio::test]
+async fn sqlite_no_token_after_a_committed_revocation_under_parallel_load() {
+    let db = TestDb::sqlite();
+    let s = warm_sqlite(&db, &["alice"]).await;
+    let (all, committed) = under_load(&s, "alice", async {
+        disable_by_cli(&db, "alice").await;
+        // The CLI has exited: the change is committed.
+        Instant::now()
+    })
+    .await;
+    none_served_after(&all, committed);
 }
 
 /// `generation_listener = false` (for a pooler that cannot pass `LISTEN`
