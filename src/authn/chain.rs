@@ -130,6 +130,7 @@ impl Authenticator {
             federated: None,
             directory: Some(Box::new(login)),
             limits: None,
+            generation: None,
         })
     }
 
@@ -170,6 +171,7 @@ impl Authenticator {
             identity: login.identity(),
             allowed_actions: login.allowed_actions.clone(),
             limits: login.limits.clone(),
+            generation: None,
             federated: Some(Box::new(login)),
             directory: None,
         })

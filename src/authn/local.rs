@@ -46,12 +46,14 @@ impl Authenticator {
                 let generation = self.generation.current().await?;
                 if hit.generation == Some(generation) {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
+                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity)
+                        .at_generation(generation));
                 }
                 match self.store.user_state(hit.user_id).await? {
                     Some((epoch, false)) if epoch == hit.epoch => {
                         self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        let auth = Authenticated::local(Some(hit.user_id), hit.identity.clone());
+                        let auth = Authenticated::local(Some(hit.user_id), hit.identity.clone())
+                            .at_generation(generation);
                         cache.insert(
                             key,
                             CachedCredential {

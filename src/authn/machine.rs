@@ -90,6 +90,7 @@ impl Authenticator {
             federated: None,
             directory: None,
             limits: None,
+            generation: None,
         })
     }
 
@@ -128,6 +129,7 @@ impl Authenticator {
             federated: None,
             directory: None,
             limits: Some(Arc::from(limits)),
+            generation: None,
         })
     }
 }

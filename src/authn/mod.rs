@@ -55,6 +55,10 @@ pub struct Authenticated {
     /// Scope limits of a personal access token: tokens carry at most what these
     /// cover, whatever the policy grants.
     pub limits: Option<Arc<[crate::policy::limit::Limit]>>,
+    /// The authentication generation the credential check read (after the
+    /// request arrived), when it read one: token reuse needs no second
+    /// reading.
+    pub generation: Option<i64>,
 }
 
 impl Authenticated {
@@ -67,6 +71,15 @@ impl Authenticated {
             federated: None,
             directory: None,
             limits: None,
+            generation: None,
+        }
+    }
+
+    /// The same, checked at authentication generation `generation`.
+    pub fn at_generation(self, generation: i64) -> Self {
+        Authenticated {
+            generation: Some(generation),
+            ..self
         }
     }
 

@@ -101,7 +101,8 @@ impl Authenticator {
                     && now < hit.expires_at
                     && fresh
                 {
-                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity));
+                    return Ok(Authenticated::local(Some(hit.user_id), hit.identity)
+                        .at_generation(generation));
                 }
             }
         }

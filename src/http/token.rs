@@ -11,7 +11,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -159,13 +158,18 @@ fn auth_error(e: AuthError, grant: Grant) -> ApiError {
 async fn signed(
     state: &AppState,
     arrived: u64,
-    identity: &Identity,
+    authenticated: &Authenticated,
     service: &str,
     access: &[Access],
     policy: &std::sync::Arc<policy::Policy>,
     now: OffsetDateTime,
 ) -> Result<IssuedToken, TokenError> {
-    let auth_generation = if state.tokens.reusing() {
+    let auth_generation = if !state.tokens.reusing() {
+        None
+    } else if let Some(generation) = authenticated.generation {
+        // Read by the credential check, after the request arrived.
+        Some(generation)
+    } else {
         match state.auth.generation_since(arrived).await {
             Ok(generation) => Some(generation),
             Err(e) => {
@@ -174,13 +178,11 @@ async fn signed(
                 None
             }
         }
-    } else {
-        None
     };
     state
         .tokens
         .issue(Order {
-            identity,
+            identity: &authenticated.identity,
             service,
             access,
             policy,
@@ -265,15 +267,23 @@ async fn issue(
     let access = decided.access;
 
     let timer = state.metrics.time(Stage::Signing);
-    let issued = signed(state, arrived, identity, &service, &access, &policy, now)
-        .await
-        .map_err(|e| match e {
-            TokenError::UnknownService(_) => ApiError::invalid_request(e.to_string()),
-            TokenError::Key(cause) => {
-                tracing::error!(error = %cause, "cannot sign token");
-                ApiError::internal()
-            }
-        })?;
+    let issued = signed(
+        state,
+        arrived,
+        &authenticated,
+        &service,
+        &access,
+        &policy,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        TokenError::UnknownService(_) => ApiError::invalid_request(e.to_string()),
+        TokenError::Key(cause) => {
+            tracing::error!(error = %cause, "cannot sign token");
+            ApiError::internal()
+        }
+    })?;
     drop(timer);
 
     let refresh = if req.offline && matches!(req.grant, Grant::Get | Grant::Password) {
@@ -292,8 +302,23 @@ async fn issue(
         issued_at: issued.issued_at.format(&Rfc3339).unwrap_or_default(),
         refresh_token: refresh.as_ref().map(|r| r.expose_secret()),
     };
-    let mut res = Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    // Sized for the body at once: the token appears twice, and growing a
+    // small buffer step by step copies it several times.
+    let refresh_len = body.refresh_token.map_or(0, str::len);
+    let mut json = Vec::with_capacity(2 * issued.token.len() + refresh_len + 160);
+    serde_json::to_writer(&mut json, &body).map_err(|e| {
+        tracing::error!(error = %e, "cannot write the token response");
+        ApiError::internal()
+    })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        json,
+    )
+        .into_response())
 }
