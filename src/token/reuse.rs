@@ -75,7 +75,7 @@ pub struct Order<'a> {
 
 /// A token kept for reuse and what it was decided under.
 struct Entry {
-    token: String,
+    token: Arc<str>,
     issued_at: OffsetDateTime,
     key: KeyEpoch,
     auth_generation: i64,

@@ -77,8 +77,8 @@ struct Claims<'a> {
 /// A signed token and its timing.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
-    /// The compact JWS.
-    pub token: String,
+    /// The compact JWS (shared: a reused token is handed out without a copy).
+    pub token: Arc<str>,
     /// Lifetime in seconds.
     pub expires_in: u64,
     /// Issue time.
@@ -370,7 +370,7 @@ impl Signer {
             &self.rng,
         )?;
         Ok(IssuedToken {
-            token,
+            token: token.into(),
             expires_in: self.ttl.as_secs(),
             issued_at: now,
             key: KeyEpoch {
