@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::components::{
-    jwt_claims, rt, tools_available, Berth, Stack, DOCKER_BIN, REGISTRY_BIN, SERVICE,
+    granted, jwt_claims, rt, tools_available, Berth, Stack, DOCKER_BIN, REGISTRY_BIN, SERVICE,
 };
 use crate::{docker_config, docker_load_image, docker_login, grants_nothing, DOCKER_TIMEOUT};
 use slapd::{dir_password, Seed, Slapd, SERVICE_PW, SUFFIX};
@@ -145,19 +145,6 @@ fn send(
             serde_json::from_str(&body).unwrap_or(Value::String(body)),
         )
     })
-}
-
-/// The actions the token in `body` grants on `name`.
-fn granted(body: &Value, name: &str) -> Vec<String> {
-    let claims = jwt_claims(body["token"].as_str().unwrap_or_default());
-    claims["access"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["name"] == name)
-        .flat_map(|a| a["actions"].as_array().cloned().unwrap_or_default())
-        .filter_map(|a| a.as_str().map(str::to_owned))
-        .collect()
 }
 
 #[track_caller]

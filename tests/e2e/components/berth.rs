@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{http_get, repo_policies, rt, ADMIN_PASSWORD, ISSUER, SERVICE};
+use super::{http_get, jwt_claims, repo_policies, rt, ADMIN_PASSWORD, ISSUER, SERVICE};
 use crate::common::proc::Out;
 use crate::common::server::{BerthProcess, Serve};
 
@@ -143,6 +143,19 @@ impl Berth {
     pub fn get_token(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> (u16, Value) {
         get_token(&self.realm(), SERVICE, creds, scopes)
     }
+}
+
+/// The actions the token in `body` grants on `name`.
+pub fn granted(body: &Value, name: &str) -> Vec<String> {
+    let claims = jwt_claims(body["token"].as_str().unwrap_or_default());
+    claims["access"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["name"] == name)
+        .flat_map(|a| a["actions"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// `GET realm?service=…&account=…&scope=…` with Basic credentials, as a

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use berth::{get_token, Berth};
+pub use berth::{get_token, granted, Berth};
 pub use dockerd::Dockerd;
 pub use registry::Registry;
 pub use stack::{Stack, DENIAL_MARKERS};

@@ -4,7 +4,9 @@
 //! reload shows it no more and mints no second one), a `docker login` command
 //! that wraps only between words and works as printed against the real
 //! registry through dockerd, a copy button that runs under the page's CSP, and
-//! a revoke that asks first and says what it did. Screenshots of every step go
+//! a revoke that asks first and says what it did, and a token limited to a
+//! chosen repository (granting nothing else; a pattern outside the user's
+//! access refused with the reason). Screenshots of every step go
 //! to `target/signin-screenshots/` for a reviewer.
 //!
 //! The registry address on the page is the service's `registry_url`. The
@@ -25,7 +27,7 @@ use super::fixture;
 use super::webdriver::Browser;
 use super::{kc_password, policies, start_berth_with, DOCUMENTED_GROUPS, IDP_TIMEOUT};
 use crate::clients::LOGIN_TIMEOUT;
-use crate::components::{Stack, DOCKER_BIN, SERVICE};
+use crate::components::{granted, Stack, DOCKER_BIN, SERVICE};
 use crate::{docker_load_image, DOCKER_TIMEOUT};
 
 const USER: &str = "grace";
@@ -127,11 +129,20 @@ fn sign_in(b: &Browser, url: &str) {
     assert_eq!(name, USER, "{}", b.page_source());
 }
 
-fn mint(b: &Browser, description: &str) -> String {
+fn fill_create_form(b: &Browser, description: &str, repositories: &str) {
     let d = b.must_find("#description", "the create form");
     b.type_into(&d, description);
+    if !repositories.is_empty() {
+        let r = b.must_find("#repositories", "the create form");
+        b.type_into(&r, repositories);
+    }
     let create = b.must_find("#create-token", "the create form");
     b.click(&create);
+}
+
+/// Creates a token on the page, limited to `repositories` when not empty.
+fn mint(b: &Browser, description: &str, repositories: &str) -> String {
+    fill_create_form(b, description, repositories);
     let minted = b.must_find("#new-token", "the new token");
     let token = b.text(&minted).trim().to_owned();
     assert!(
@@ -192,7 +203,7 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
     assert_fits(&b, "phone: signed in");
     shot(&b, "phone-1-signed-in");
 
-    let token = mint(&b, "phone laptop");
+    let token = mint(&b, "phone laptop", "");
     assert_fits(&b, "phone: token shown");
     let cmd_el = b.must_find("#docker-login", "the docker login command");
     let cmd = b.text(&cmd_el).trim().to_owned();
@@ -295,7 +306,7 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
     // Desktop width.
     b.emulate_screen(DESKTOP.0, DESKTOP.1, false);
     b.goto(&format!("{}/login", s.berth.url));
-    mint(&b, "desktop");
+    let limited = mint(&b, "desktop", "team-a/grace");
     let inner = b
         .eval("return window.innerWidth;", json!([]))
         .as_u64()
@@ -321,4 +332,34 @@ fn keycloak_sign_in_page_at_phone_and_desktop_width() {
         "the token list is a table on a desktop"
     );
     shot(&b, "desktop-1-token-shown");
+
+    // The token is limited to the repository chosen: listed with it, and at
+    // the token endpoint it grants that repository and nothing else of hers.
+    let limits = b.text(&b.must_find("#token-list .limits", "the token's repositories"));
+    assert!(limits.contains("team-a/grace"), "listed limits: {limits}");
+    let (code, body) = s.berth.get_token(
+        Some((USER, &limited)),
+        &[
+            "repository:team-a/grace:pull,push",
+            "repository:team-a/other:pull,push",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(granted(&body, "team-a/grace"), ["pull", "push"], "{body}");
+    assert_eq!(granted(&body, "team-a/other"), Vec::<String>::new());
+    eprintln!("ok: a page token limited to team-a/grace grants nothing else");
+
+    // Outside her access: refused with the reason, nothing minted.
+    b.goto(&format!("{}/login", s.berth.url));
+    let rows = token_rows(&b);
+    fill_create_form(&b, "too wide", "team-b/app");
+    let error = b.text(&b.must_find("#error", "the refusal"));
+    assert!(
+        error.contains("team-b/app") && error.contains("outside your access"),
+        "{error}"
+    );
+    assert_fits(&b, "desktop: limit refused");
+    shot(&b, "desktop-2-limit-outside-access");
+    b.goto(&format!("{}/login", s.berth.url));
+    assert_eq!(token_rows(&b), rows, "a refused limit minted a token");
 }
