@@ -5,7 +5,8 @@
 # some team namespaces. Prints rows per second and the peak resident memory.
 #
 #   ROWS=N        rows to generate
-#   BERTH=PATH    the berth binary (default: target/release/berth, built if missing)
+#   BERTH=PATH    the berth binary (default: release/berth in CARGO_TARGET_DIR or
+#                 target/, built if missing)
 #
 # Not a test: numbers depend on the machine. Needs python3 (row generation)
 # and GNU time (/usr/bin/time) for the peak RSS.
@@ -13,7 +14,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 rows=${ROWS:-1000000}
-berth=${BERTH:-target/release/berth}
+berth=${BERTH:-${CARGO_TARGET_DIR:-target}/release/berth}
 if [[ ! -x "$berth" ]]; then
     cargo build --release --bin berth
 fi
