@@ -342,23 +342,10 @@ async fn sqlite_another_process_revokes_at_the_next_request() {
     let s = warm_sqlite(&db, &["alice", "bob", "carol"]).await;
     // Warm requests query nothing while nothing is committed (the first
     // grants' audit rows may still land: a reading each).
-    let reads = metric(&s, "generation_reads_total").await.expect("reads");
-    for _ in 0..50 {
-        assert_eq!(status(&s, "alice", "pw-alice").await, 200);
-    }
-    let after = metric(&s, "generation_reads_total").await.expect("reads");
-    assert!(
-        after - reads <= 5.0,
-        "50 warm requests made {} readings",
-        after - reads
-    );
+    let made = readings_over(&s, "alice", 50).await;
+    assert!(made <= 5.0, "50 warm requests made {made} readings");
 
-    disable_by_cli(&db, "alice").await;
-    assert_eq!(
-        status(&s, "alice", "pw-alice").await,
-        401,
-        "the request right after a disable by the CLI still got a token"
-    );
+    refused_right_after_cli_disable(&s, &db, "alice").await;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.url))
         .await
         .expect("connect");
@@ -411,19 +398,28 @@ async fn with_the_listener_off_every_request_reads_the_database() {
         "a listener came up although generation_listener = false"
     );
     assert_eq!(metric(&s, "generation_listener_up").await, Some(0.0));
-    let reads = metric(&s, "generation_reads_total").await.expect("reads");
-    for _ in 0..10 {
-        assert_eq!(status(&s, "alice", "pw-alice").await, 200);
-    }
-    let after = metric(&s, "generation_reads_total").await.expect("reads");
+    let made = readings_over(&s, "alice", 10).await;
     assert!(
-        after >= reads + 10.0,
-        "ten sequential warm requests made {} readings",
-        after - reads
+        made >= 10.0,
+        "ten sequential warm requests made {made} readings"
     );
-    disable_by_cli(&db, "alice").await;
+    refused_right_after_cli_disable(&s, &db, "alice").await;
+}
+
+/// The generation readings `n` warm requests of `user` made.
+async fn readings_over(s: &TestServer, user: &str, n: usize) -> f64 {
+    let reads = metric(s, "generation_reads_total").await.expect("reads");
+    for _ in 0..n {
+        assert_eq!(status(s, user, &format!("pw-{user}")).await, 200);
+    }
+    metric(s, "generation_reads_total").await.expect("reads") - reads
+}
+
+/// `berth user disable USER` by the CLI, and the very next request refused.
+async fn refused_right_after_cli_disable(s: &TestServer, db: &TestDb, user: &str) {
+    disable_by_cli(db, user).await;
     assert_eq!(
-        status(&s, "alice", "pw-alice").await,
+        status(s, user, &format!("pw-{user}")).await,
         401,
         "the request right after a disable by the CLI still got a token"
     );
