@@ -3,31 +3,11 @@
 //! a client's outcome: it worked, or it was refused for authorization.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::{repo_policies, Berth, Dockerd, Registry, ALICE_PASSWORD, BOB_PASSWORD};
 use crate::common::proc::Out;
-
-/// A temp dir whose path has no upper-case letters: podman names images
-/// pulled from `oci:DIR` after DIR, and image names must be lower case.
-fn lowercase_tempdir(prefix: &str) -> tempfile::TempDir {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let mut last_err = None;
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}{}-{n}", std::process::id());
-        match tempfile::Builder::new()
-            .prefix(&name)
-            .rand_bytes(0)
-            .tempdir_in(std::env::temp_dir().to_string_lossy().to_lowercase())
-        {
-            Ok(d) => return d,
-            Err(e) => last_err = Some(e),
-        }
-    }
-    panic!("could not create a lower-case temp dir: {last_err:?}");
-}
+use crate::registries::lowercase_tempdir;
 
 /// berth + registry (+ dockerd), torn down in reverse order on drop.
 pub struct Stack {
