@@ -24,6 +24,10 @@
 //! threshold, and never lock out a robot. Addresses are counted per IPv4
 //! address and per IPv6 /64. `berth user unlock NAME` clears an account's
 //! counters.
+//!
+//! The counters' keys hold digests of the name and the address, never the
+//! values: whatever was typed as a user name (a password, now and then) and
+//! who typed it stay out of the table.
 
 use std::net::IpAddr;
 
@@ -59,24 +63,26 @@ fn account_key(username: &str) -> String {
         .to_lowercase()
 }
 
-/// The prefix of every per-address counter of one account. The account is
-/// hashed so that the prefix is exact (no other account's key starts with it)
-/// and the table holds no raw names that were never accounts.
+/// A name or address as it appears in a counter key: 128 bits of its SHA-256,
+/// in hex. Every digest has the same length, so one account's prefix never
+/// starts another's key.
+fn hidden(value: &str) -> String {
+    let h = digest(&SHA256, value.as_bytes());
+    data_encoding::HEXLOWER.encode(&h.as_ref()[..16])
+}
+
+/// The prefix of every per-address counter of one account.
 fn pair_prefix(account: &str) -> String {
-    let h = digest(&SHA256, account.as_bytes());
-    format!(
-        "pair:{}:",
-        data_encoding::HEXLOWER.encode(&h.as_ref()[..16])
-    )
+    format!("pair:{}:", hidden(account))
 }
 
 /// The three counters of one attempt, narrowest first.
 fn keys(username: &str, ip: IpAddr) -> [String; 3] {
     let account = account_key(username);
-    let addr = address_key(ip);
+    let addr = hidden(&address_key(ip));
     [
         format!("{}{addr}", pair_prefix(&account)),
-        format!("account:{account}"),
+        format!("account:{}", hidden(&account)),
         format!("ip:{addr}"),
     ]
 }
@@ -86,9 +92,17 @@ fn keys(username: &str, ip: IpAddr) -> [String; 3] {
 /// local or federated.
 pub async fn unlock(store: &Store, username: &str) -> Result<u64, StoreError> {
     let account = account_key(username);
-    store
+    // Counters an older berth keyed by the name itself last one window at most.
+    let older = store
         .clear_login_keys(&format!("account:{account}"), &pair_prefix(&account))
-        .await
+        .await?;
+    let now = store
+        .clear_login_keys(
+            &format!("account:{}", hidden(&account)),
+            &pair_prefix(&account),
+        )
+        .await?;
+    Ok(older + now)
 }
 
 /// Attempts taken for one sign-in, settled with its outcome.
@@ -251,6 +265,8 @@ impl Authenticator {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -269,13 +285,57 @@ mod tests {
         );
         assert_eq!(a, b);
         assert!(a[0].starts_with(&pair_prefix("alice")));
-        assert_eq!(a[1], "account:alice");
-        assert_eq!(a[2], "ip:2001:db8:1:2::/64");
+        assert_eq!(a[1], format!("account:{}", hidden("alice")));
+        assert_eq!(a[2], format!("ip:{}", hidden("2001:db8:1:2::/64")));
         let mapped = keys(
             "x",
             "::ffff:10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])),
         );
-        assert_eq!(mapped[2], "ip:10.0.0.1");
+        assert_eq!(mapped[2], format!("ip:{}", hidden("10.0.0.1")));
+        assert_ne!(a[1], keys("alice1", IpAddr::from([10, 0, 0, 1]))[1]);
+    }
+
+    #[tokio::test]
+    async fn unlock_clears_every_counter_of_the_account_and_an_older_berths() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::config::Database::Sqlite(dir.path().join("berth.db"));
+        let store = Store::open(&db).await.unwrap();
+        let [pair, account, address] = keys("alice", IpAddr::from([10, 0, 0, 1]));
+        let [other_pair, other_account, _] = keys("alice1", IpAddr::from([10, 0, 0, 1]));
+        for key in [
+            "account:alice",
+            &pair,
+            &account,
+            &address,
+            &other_pair,
+            &other_account,
+        ] {
+            let taken = store.take_login_attempt(key, 100, 900, 10).await;
+            assert!(matches!(taken, Ok(Take::Taken { .. })), "{key}: {taken:?}");
+        }
+        // Alice's own three (the one an older berth keyed by name included);
+        // the address counter and alice1's stay.
+        assert_eq!(unlock(&store, "Alice").await.ok(), Some(3));
+        assert_eq!(unlock(&store, "alice").await.ok(), Some(0));
+        assert_eq!(unlock(&store, "alice1").await.ok(), Some(2));
+    }
+
+    #[test]
+    fn keys_hold_neither_the_name_nor_the_address() {
+        for (name, ip) in [
+            ("hunter2-typed-as-a-name", "192.0.2.7"),
+            ("Alice", "2001:db8:1:2:3:4:5:6"),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::from([0; 4]));
+            for key in keys(name, ip) {
+                let lower = key.to_lowercase();
+                assert!(!lower.contains(&name.to_lowercase()), "{key}");
+                assert!(
+                    !lower.contains("192.0.2") && !lower.contains("2001:db8"),
+                    "{key}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -101,6 +101,28 @@ async fn burst_with(
     statuses
 }
 
+/// Every key of the sign-in counters, read from the database itself.
+async fn counter_keys(db: &TestDb) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = "SELECT key FROM login_failures ORDER BY key";
+    if db.url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query_scalar(sql)
+            .fetch_all(&mut c)
+            .await
+            .expect("keys")
+    } else {
+        let url = format!("sqlite://{}", db.url);
+        let mut c = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar(sql)
+            .fetch_all(&mut c)
+            .await
+            .expect("keys")
+    }
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
@@ -122,6 +144,14 @@ async fn parallel_burst_and_isolation(db: TestDb) {
     let statuses = burst(&[&s], "127.0.0.1", "alice", 64).await;
     assert_eq!(count(&statuses, 401), 10, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 54, "{statuses:?}");
+    // The counters name neither the account nor the address.
+    let keys = counter_keys(&db).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("alice") && !k.contains("127.0.0")),
+        "{keys:?}"
+    );
 
     let (c1, c2) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
     // That address stays locked for alice, even with her password …
