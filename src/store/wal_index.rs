@@ -121,3 +121,58 @@ impl WalIndex {
         same
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A header of `version`, initialised or not, with change counter `change`.
+    fn header(version: u32, init: u8, change: u32) -> Header {
+        let mut h = [0u8; HEADER];
+        h[..4].copy_from_slice(&version.to_ne_bytes());
+        h[8..12].copy_from_slice(&change.to_ne_bytes());
+        h[IS_INIT] = init;
+        h
+    }
+
+    fn write(shm: &Path, first: &Header, second: &Header) {
+        let mut both = first.to_vec();
+        both.extend_from_slice(second);
+        std::fs::write(shm, both).unwrap();
+    }
+
+    #[test]
+    fn only_two_equal_initialised_copies_of_the_one_version_are_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("berth.db");
+        let shm = dir.path().join("berth.db-shm");
+        let good = header(VERSION, 1, 41);
+        write(&shm, &good, &good);
+        let index = WalIndex::open(&db).unwrap();
+        assert_eq!(index.header(), Some(good));
+
+        // A commit in progress: the second copy is new, the first not yet.
+        let next = header(VERSION, 1, 42);
+        write(&shm, &good, &next);
+        assert_eq!(index.header(), None, "torn header trusted");
+        write(&shm, &next, &next);
+        assert_eq!(index.header(), Some(next));
+
+        let uninitialised = header(VERSION, 0, 42);
+        write(&shm, &uninitialised, &uninitialised);
+        assert_eq!(index.header(), None, "uninitialised header trusted");
+        let other = header(VERSION + 1, 1, 42);
+        write(&shm, &other, &other);
+        assert_eq!(index.header(), None, "another format trusted");
+        std::fs::write(&shm, &good[..40]).unwrap();
+        assert_eq!(index.header(), None, "a short file trusted");
+
+        // Nothing to open: no file, or no initialised header in it.
+        std::fs::remove_file(&shm).unwrap();
+        assert!(WalIndex::open(&db).is_err());
+        write(&shm, &uninitialised, &uninitialised);
+        assert!(WalIndex::open(&db).is_err());
+    }
+}
