@@ -88,6 +88,14 @@ impl Cli {
         self
     }
 
+    /// [`Cli::stdin`] when `text` is given.
+    pub fn stdin_opt(self, text: Option<&str>) -> Self {
+        match text {
+            Some(text) => self.stdin(text),
+            None => self,
+        }
+    }
+
     /// Kills the run after `timeout` instead of [`TIMEOUT`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -113,6 +121,15 @@ impl Cli {
     pub fn ok(self) -> Out {
         let out = self.run();
         assert!(out.success(), "should succeed:\n{out}");
+        out
+    }
+
+    /// Runs and asserts that it succeeded; a failure shows `context()` too
+    /// (a server's log, say).
+    #[track_caller]
+    pub fn ok_or_show(self, context: impl FnOnce() -> String) -> Out {
+        let out = self.run();
+        assert!(out.success(), "berth CLI failed:\n{out}\n{}", context());
         out
     }
 

@@ -220,23 +220,15 @@ impl CBerth {
 
     /// Runs the berth CLI on the same configuration file.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let cli = self.command(args);
-        match stdin {
-            Some(text) => cli.stdin(text).run(),
-            None => cli.run(),
-        }
+        self.command(args).stdin_opt(stdin).run()
     }
 
     /// [`CBerth::cli`], which must succeed.
     #[track_caller]
     pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let out = self.cli(args, stdin);
-        assert!(
-            out.success(),
-            "berth CLI failed:\n{out}\n{}",
-            self.log_tail(40)
-        );
-        out
+        self.command(args)
+            .stdin_opt(stdin)
+            .ok_or_show(|| self.log_tail(40))
     }
 
     fn add_user(&self, name: &str, password: &str) {

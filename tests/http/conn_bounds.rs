@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use berth::net::server::MAX_HEAD_BYTES;
 
 use crate::edge::{
-    frame, frames, healthz_headers, read_until_closed, status_of, with_bob, H2_PREFACE, SVC,
+    bob_token_through, frame, frames, healthz_headers, read_until_closed, status_of, with_bob,
+    H2_PREFACE, SVC,
 };
 
 fn basic() -> String {
@@ -185,19 +186,8 @@ async fn first_bytes_split_anywhere_still_pick_the_right_protocol() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let r = h2
-        .get(format!(
-            "{}/token?service={SVC}&scope=repository:bob/app:pull",
-            s.base
-        ))
-        .basic_auth("bob", Some("builder"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    assert_eq!(r.status(), 200);
-    let j: serde_json::Value = r.json().await.unwrap();
-    assert!(j["token"].is_string(), "{j}");
+    let version = bob_token_through(&h2, &s, "bob over HTTP/2").await;
+    assert_eq!(version, reqwest::Version::HTTP_2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,18 @@ pub(crate) fn client_from(from: [u8; 4]) -> reqwest::Client {
 /// Another client gets a token (user `bob`), and how long it took.
 pub(crate) async fn bob_gets_a_token(s: &TestServer, from: [u8; 4]) -> Duration {
     let started = Instant::now();
-    let r = client_from(from)
+    bob_token_through(&client_from(from), s, &format!("bob from {from:?}")).await;
+    started.elapsed()
+}
+
+/// `bob` asks for a token through `client` and gets one; the response's
+/// HTTP version.
+pub(crate) async fn bob_token_through(
+    client: &reqwest::Client,
+    s: &TestServer,
+    what: &str,
+) -> reqwest::Version {
+    let r = client
         .get(format!(
             "{}/token?service={SVC}&scope=repository:bob/app:pull",
             s.base
@@ -52,11 +63,12 @@ pub(crate) async fn bob_gets_a_token(s: &TestServer, from: [u8; 4]) -> Duration 
         .basic_auth("bob", Some("builder"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("bob from {from:?}: {e}"));
-    assert_eq!(r.status(), 200, "bob from {from:?}");
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(r.status(), 200, "{what}");
+    let version = r.version();
     let j: serde_json::Value = r.json().await.unwrap();
-    assert!(j["token"].is_string(), "{j}");
-    started.elapsed()
+    assert!(j["token"].is_string(), "{what}: {j}");
+    version
 }
 
 /// Reads until the server closes (or `limit` passes); returns what was read

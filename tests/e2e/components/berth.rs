@@ -114,23 +114,16 @@ impl Berth {
 
     /// Runs the berth CLI against the same configuration as the server.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let cli = self.proc.cli(args);
-        match stdin {
-            Some(text) => cli.stdin(text).run(),
-            None => cli.run(),
-        }
+        self.proc.cli(args).stdin_opt(stdin).run()
     }
 
     /// [`Berth::cli`], which must succeed.
     #[track_caller]
     pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let out = self.cli(args, stdin);
-        assert!(
-            out.success(),
-            "berth CLI failed:\n{out}\n{}",
-            self.log_tail(40)
-        );
-        out
+        self.proc
+            .cli(args)
+            .stdin_opt(stdin)
+            .ok_or_show(|| self.log_tail(40))
     }
 
     /// `berth user add NAME --group G… --password-stdin`, which must succeed.
